@@ -1,0 +1,1 @@
+"""The `ctsynth` command line."""

@@ -1,0 +1,109 @@
+"""Deployment settings from environment variables, validated at start-up.
+
+A service reads these once and fails fast with the variable's name when one
+is malformed, rather than failing later on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def default_store_uri() -> str:
+    """The embedded default: a directory in the user's data dir."""
+    return (Path(platformdirs.user_data_dir("ctsynth")) / "store").as_uri()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ValueError(f"{name}={value} must be >= 0")
+    return value
+
+
+def _readable_file(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError(f"{name}={raw!r}: no such file")
+    return path
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How a service process listens, authenticates and shuts down."""
+
+    store_uri: str
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_workers: int = 32
+    grace_seconds: float = 30.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_token: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("CTSYNTH_TLS_CERT and CTSYNTH_TLS_KEY must be set together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("CTSYNTH_TLS_CLIENT_CA needs CTSYNTH_TLS_CERT and CTSYNTH_TLS_KEY")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is outside 0-65535")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "ServerSettings":
+        """Settings from CTSYNTH_* variables; keyword overrides win (CLI flags)."""
+        env = os.environ if env is None else env
+        token = env.get("CTSYNTH_AUTH_TOKEN", "").strip() or None
+        token_file = _readable_file(env, "CTSYNTH_AUTH_TOKEN_FILE")
+        if token_file is not None:
+            token = token_file.read_text().strip() or None
+            if token is None:
+                raise ValueError(f"CTSYNTH_AUTH_TOKEN_FILE={token_file}: file is empty")
+        metrics_port = _int(env, "CTSYNTH_METRICS_PORT", -1, minimum=-1)
+        values = dict(
+            store_uri=env.get("CTSYNTH_STORE", "").strip() or default_store_uri(),
+            host=env.get("CTSYNTH_HOST", "").strip() or "127.0.0.1",
+            port=_int(env, "CTSYNTH_PORT", 50051),
+            metrics_port=None if metrics_port < 0 else metrics_port,
+            max_message_bytes=_int(env, "CTSYNTH_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, minimum=1024),
+            max_workers=_int(env, "CTSYNTH_MAX_WORKERS", 32, minimum=1),
+            grace_seconds=_float(env, "CTSYNTH_GRACE_SECONDS", 30.0),
+            tls_cert=_readable_file(env, "CTSYNTH_TLS_CERT"),
+            tls_key=_readable_file(env, "CTSYNTH_TLS_KEY"),
+            tls_client_ca=_readable_file(env, "CTSYNTH_TLS_CLIENT_CA"),
+            auth_token=token,
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

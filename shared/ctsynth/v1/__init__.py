@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the ctsynth.v1 contract (make proto)."""

@@ -1,0 +1,105 @@
+from ctsynth.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SamplerKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SAMPLER_KIND_UNSPECIFIED: _ClassVar[SamplerKind]
+    SAMPLER_KIND_DDPM: _ClassVar[SamplerKind]
+    SAMPLER_KIND_DDIM: _ClassVar[SamplerKind]
+    SAMPLER_KIND_PNDM: _ClassVar[SamplerKind]
+    SAMPLER_KIND_EULER_ANCESTRAL: _ClassVar[SamplerKind]
+
+class OutputFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTPUT_FORMAT_UNSPECIFIED: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_FLOAT16: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_HU_INT16: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_PNG8: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_PNG16: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_DICOM: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_NIFTI: _ClassVar[OutputFormat]
+SAMPLER_KIND_UNSPECIFIED: SamplerKind
+SAMPLER_KIND_DDPM: SamplerKind
+SAMPLER_KIND_DDIM: SamplerKind
+SAMPLER_KIND_PNDM: SamplerKind
+SAMPLER_KIND_EULER_ANCESTRAL: SamplerKind
+OUTPUT_FORMAT_UNSPECIFIED: OutputFormat
+OUTPUT_FORMAT_FLOAT16: OutputFormat
+OUTPUT_FORMAT_HU_INT16: OutputFormat
+OUTPUT_FORMAT_PNG8: OutputFormat
+OUTPUT_FORMAT_PNG16: OutputFormat
+OUTPUT_FORMAT_DICOM: OutputFormat
+OUTPUT_FORMAT_NIFTI: OutputFormat
+
+class SamplerSettings(_message.Message):
+    __slots__ = ("kind", "steps", "eta", "guidance_scale")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    ETA_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    kind: SamplerKind
+    steps: int
+    eta: float
+    guidance_scale: float
+    def __init__(self, kind: _Optional[_Union[SamplerKind, str]] = ..., steps: _Optional[int] = ..., eta: _Optional[float] = ..., guidance_scale: _Optional[float] = ...) -> None: ...
+
+class SampleRequest(_message.Message):
+    __slots__ = ("model", "count", "seed", "condition", "sampler", "truncation_psi", "format", "batch_size")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_PSI_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    count: int
+    seed: int
+    condition: _common_pb2.Condition
+    sampler: SamplerSettings
+    truncation_psi: float
+    format: OutputFormat
+    batch_size: int
+    def __init__(self, model: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., condition: _Optional[_Union[_common_pb2.Condition, str]] = ..., sampler: _Optional[_Union[SamplerSettings, _Mapping]] = ..., truncation_psi: _Optional[float] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class SampleItem(_message.Message):
+    __slots__ = ("index", "seed", "condition", "format", "data", "shape", "dtype", "mask")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    seed: int
+    condition: _common_pb2.Condition
+    format: OutputFormat
+    data: bytes
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    dtype: str
+    mask: bytes
+    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., condition: _Optional[_Union[_common_pb2.Condition, str]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., data: _Optional[bytes] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., mask: _Optional[bytes] = ...) -> None: ...
+
+class SampleBatch(_message.Message):
+    __slots__ = ("items", "model", "sampler", "truncation_psi", "total_count")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_PSI_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[SampleItem]
+    model: str
+    sampler: SamplerSettings
+    truncation_psi: float
+    total_count: int
+    def __init__(self, items: _Optional[_Iterable[_Union[SampleItem, _Mapping]]] = ..., model: _Optional[str] = ..., sampler: _Optional[_Union[SamplerSettings, _Mapping]] = ..., truncation_psi: _Optional[float] = ..., total_count: _Optional[int] = ...) -> None: ...
