@@ -66,7 +66,7 @@ class ServerSettings:
     port: int = 50051
     metrics_port: int | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    max_workers: int = 32
+    max_workers: int = 128  # above the sampling service's concurrency limit (64)
     grace_seconds: float = 30.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -98,7 +98,7 @@ class ServerSettings:
             port=_int(env, "CTSYNTH_PORT", 50051),
             metrics_port=None if metrics_port < 0 else metrics_port,
             max_message_bytes=_int(env, "CTSYNTH_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, minimum=1024),
-            max_workers=_int(env, "CTSYNTH_MAX_WORKERS", 32, minimum=1),
+            max_workers=_int(env, "CTSYNTH_MAX_WORKERS", 128, minimum=1),
             grace_seconds=_float(env, "CTSYNTH_GRACE_SECONDS", 30.0),
             tls_cert=_readable_file(env, "CTSYNTH_TLS_CERT"),
             tls_key=_readable_file(env, "CTSYNTH_TLS_KEY"),

@@ -16,11 +16,12 @@ from pathlib import Path
 import grpc
 
 from ctsynth import __version__
-from ctsynth.cli import demo, serve, status
+from ctsynth.cli import demo, evaluate, ingest, phantom, sample, serve, stack_commands, status, train, watch
+from ctsynth.client.jobs import JobFailed
 from ctsynth.config import default_store_uri
 from ctsynth.storage.errors import StorageError
 
-COMMANDS = (serve, status, demo)
+COMMANDS = (serve, stack_commands, status, demo, phantom, ingest, train, watch, sample, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level or ("info" if args.command == "serve" else "warning"))
     try:
         return args.run(args) or 0
+    except JobFailed as exc:
+        print(f"ctsynth: error: {exc}", file=sys.stderr)
+        return 1
     except grpc.RpcError as exc:
         print(f"ctsynth: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ctsynth.client import connect
+from ctsynth.cli.connection import open_services, target_of
 from ctsynth.services import SERVICES
 
 
@@ -14,12 +14,13 @@ def add_parser(commands) -> None:
     parser.set_defaults(run=run)
 
 
-def service_health(channel, timeout: float = 5.0) -> dict[str, str]:
-    """Health status name of every ctsynth service on the channel
+def service_health(channel, names=tuple(SERVICES), timeout: float = 5.0) -> dict[str, str]:
+    """Health status name of the named services on the channel
     ("NOT_HOSTED" for a service the target does not run)."""
     stub = health_pb2_grpc.HealthStub(channel)
     result = {}
-    for name, spec in SERVICES.items():
+    for name in names:
+        spec = SERVICES[name]
         try:
             response = stub.Check(health_pb2.HealthCheckRequest(service=spec.full_name), timeout=timeout)
         except grpc.RpcError as exc:
@@ -31,10 +32,22 @@ def service_health(channel, timeout: float = 5.0) -> dict[str, str]:
     return result
 
 
+def health_of_all(args) -> dict[str, str]:
+    """Every service's health, whether they share one address or not."""
+    target = target_of(args)
+    if target and "=" in target:
+        health = {}
+        for name in SERVICES:
+            with open_services(args, [name]) as channel:
+                health.update(service_health(channel, [name]))
+        return health
+    with open_services(args, SERVICES) as channel:
+        return service_health(channel)
+
+
 def run(args) -> int:
-    with connect(SERVICES, target=args.target, store=args.store, token=args.token, tls_ca=args.tls_ca) as channel:
-        health = service_health(channel)
-    where = args.target or "in-process"
+    health = health_of_all(args)
+    where = target_of(args) or "in-process"
     print(f"{'service':<12} status   ({where}, store {args.store})")
     for name, state in health.items():
         print(f"{name:<12} {state}")

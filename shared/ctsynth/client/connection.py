@@ -72,6 +72,27 @@ def open_channel(
     return channel
 
 
+def resolve_target(target: str, services: Iterable[str]) -> str:
+    """The one address serving `services`: `target` is `host:port`, or a map
+    `ingest=host:port,training=host:port,...` (as `ctsynth up` prints)."""
+    if "=" not in target:
+        return target
+    mapping = {}
+    for part in target.split(","):
+        name, sep, address = part.partition("=")
+        if not sep or not address:
+            raise ValueError(f"target {target!r}: expected host:port or service=host:port,...")
+        mapping[name.strip()] = address.strip()
+    services = list(services)
+    missing = [name for name in services if name not in mapping]
+    if missing:
+        raise ValueError(f"target {target!r} gives no address for {', '.join(missing)}")
+    addresses = {mapping[name] for name in services}
+    if len(addresses) != 1:
+        raise ValueError(f"{', '.join(services)} are at different addresses; ask for them one at a time")
+    return addresses.pop()
+
+
 @contextmanager
 def connect(
     services: Iterable[str],
@@ -84,7 +105,7 @@ def connect(
     """A channel to `target`, or to the named services started in-process on
     loopback for the duration of the block when no target is given."""
     if target:
-        channel = open_channel(target, token=token, tls_ca=tls_ca)
+        channel = open_channel(resolve_target(target, services), token=token, tls_ca=tls_ca)
         try:
             yield channel
         finally:

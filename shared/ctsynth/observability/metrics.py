@@ -43,3 +43,60 @@ JOBS_ACTIVE = Gauge(
     "Jobs queued or running, by kind.",
     ["kind"],
 )
+
+SAMPLING_REQUESTS = Counter(
+    "ctsynth_sampling_requests_total",
+    "Sample calls accepted, by model name and output format.",
+    ["model", "format"],
+)
+SAMPLING_ITEMS = Counter(
+    "ctsynth_sampling_items_total",
+    "Items sampled and sent, by model name.",
+    ["model"],
+)
+SAMPLING_FIRST_ITEM = Histogram(
+    "ctsynth_sampling_first_item_seconds",
+    "Time from a Sample call's arrival to its first batch being ready.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+SAMPLING_DURATION = Histogram(
+    "ctsynth_sampling_request_seconds",
+    "Time from a Sample call's arrival to its last batch being sent.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
+SAMPLING_QUEUE = Gauge(
+    "ctsynth_sampling_queue_items",
+    "Items waiting for the model's batching worker, by model reference.",
+    ["model"],
+)
+SAMPLING_BATCH = Histogram(
+    "ctsynth_sampling_batch_items",
+    "Items (of every request merged) per forward pass of a model, by model reference.",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+SAMPLING_ACTIVE = Gauge(
+    "ctsynth_sampling_active_requests",
+    "Sample calls holding a slot of the concurrency limit.",
+)
+SAMPLING_BYTES = Gauge(
+    "ctsynth_sampling_bytes_in_flight",
+    "Bytes reserved by Sample calls in progress (the limiter's estimate).",
+)
+MODEL_CACHE_HITS = Counter(
+    "ctsynth_model_cache_hits_total",
+    "Model lookups served from the in-memory cache.",
+)
+MODEL_CACHE_MISSES = Counter(
+    "ctsynth_model_cache_misses_total",
+    "Model lookups that loaded the model from the object store.",
+)
+MODEL_CACHE_BYTES = Gauge(
+    "ctsynth_model_cache_bytes",
+    "Weight bytes of the models held in the cache.",
+)
+DEVICE_UTILIZATION = Gauge(
+    "ctsynth_device_utilization_ratio",
+    "Busy fraction of the sampling device: GPU (NVML) or this process's CPU share.",
+    ["device"],
+)

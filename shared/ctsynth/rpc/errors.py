@@ -72,3 +72,13 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         if isinstance(exc, kind):
             return code, str(exc)
     return None
+
+
+def error_from_status(code_name: str, message: str, field: str = "") -> ServiceError:
+    """Rebuild a ServiceError recorded by name (e.g. by a worker process)."""
+    for cls in ServiceError.__subclasses__():
+        if cls.code.name == code_name and cls is not InvalidArgument:
+            return cls(message, field=field)
+    error = ServiceError(message, field=field)
+    error.code = getattr(grpc.StatusCode, code_name, grpc.StatusCode.INTERNAL)
+    return error

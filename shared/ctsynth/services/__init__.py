@@ -52,8 +52,11 @@ def _spec(name: str, module, grpc_module, service: str, servicer: str | None = N
 
 
 SERVICES: dict[str, ServiceSpec] = {
-    "ingest": _spec("ingest", ingest_pb2, ingest_pb2_grpc, "IngestService"),
-    "training": _spec("training", training_pb2, training_pb2_grpc, "TrainingService"),
-    "sampling": _spec("sampling", sampling_pb2, sampling_pb2_grpc, "SamplingService"),
-    "evaluation": _spec("evaluation", evaluation_pb2, evaluation_pb2_grpc, "EvaluationService"),
+    "ingest": _spec("ingest", ingest_pb2, ingest_pb2_grpc, "IngestService", "ctsynth.services.ingest:IngestServicer"),
+    "training": _spec("training", training_pb2, training_pb2_grpc, "TrainingService",
+                      "ctsynth.services.training:TrainingServicer"),
+    "sampling": _spec("sampling", sampling_pb2, sampling_pb2_grpc, "SamplingService",
+                      "ctsynth.services.sampling:SamplingServicer"),
+    "evaluation": _spec("evaluation", evaluation_pb2, evaluation_pb2_grpc, "EvaluationService",
+                        "ctsynth.services.evaluation:EvaluationServicer"),
 }

@@ -27,7 +27,7 @@ from ctsynth.v1 import sampling_pb2 as ctsynth_dot_v1_dot_sampling__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63tsynth/v1/evaluation.proto\x12\nctsynth.v1\x1a\x17\x63tsynth/v1/common.proto\x1a\x19\x63tsynth/v1/sampling.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x01\n\x0cModelSamples\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12(\n\tcondition\x18\x04 \x01(\x0e\x32\x15.ctsynth.v1.Condition\x12,\n\x07sampler\x18\x05 \x01(\x0b\x32\x1b.ctsynth.v1.SamplerSettings\x12\x1b\n\x0etruncation_psi\x18\x06 \x01(\x02H\x00\x88\x01\x01\x42\x11\n\x0f_truncation_psi\"\x89\x02\n\x16StartEvaluationRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x18.ctsynth.v1.ModelSamplesH\x00\x12\x1b\n\x11synthetic_dataset\x18\x02 \x01(\tH\x00\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\r\n\x05split\x18\x04 \x01(\t\x12\x0f\n\x07metrics\x18\x05 \x03(\t\x12\x19\n\x11inception_weights\x18\x06 \x01(\t\x12\x15\n\rmed3d_weights\x18\x07 \x01(\t\x12\x18\n\x10\x64omain_extractor\x18\x08 \x01(\t\x12\x0f\n\x07repeats\x18\t \x01(\x05\x12\x0c\n\x04seed\x18\n \x01(\x04\x42\x0b\n\tsynthetic\"\xe7\x01\n\x0cMetricResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0b\n\x03std\x18\x03 \x01(\x01\x12\x0f\n\x07repeats\x18\x04 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x08\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x36\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32%.ctsynth.v1.MetricResult.DetailsEntry\x12\x15\n\rfeature_space\x18\x08 \x01(\t\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xbd\x02\n\x06Report\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x19\n\x11synthetic_dataset\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x04 \x01(\t\x12\r\n\x05split\x18\x05 \x01(\t\x12+\n\x07\x63reated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x07metrics\x18\x07 \x03(\x0b\x32\x18.ctsynth.v1.MetricResult\x12%\n\x04json\x18\x08 \x01(\x0b\x32\x17.ctsynth.v1.ArtifactRef\x12%\n\x04html\x18\t \x01(\x0b\x32\x17.ctsynth.v1.ArtifactRef\x12\'\n\x06images\x18\n \x03(\x0b\x32\x17.ctsynth.v1.ArtifactRef\x12\x0e\n\x06job_id\x18\x0b \x01(\t\"%\n\x10GetReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"J\n\x12ListReportsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x13ListReportsResponse\x12#\n\x07reports\x18\x01 \x03(\x0b\x32\x12.ctsynth.v1.Report\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe4\x03\n\x11\x45valuationService\x12\x46\n\x0fStartEvaluation\x12\".ctsynth.v1.StartEvaluationRequest\x1a\x0f.ctsynth.v1.Job\x12\x34\n\x06GetJob\x12\x19.ctsynth.v1.GetJobRequest\x1a\x0f.ctsynth.v1.Job\x12?\n\x08WatchJob\x12\x1b.ctsynth.v1.WatchJobRequest\x1a\x14.ctsynth.v1.JobEvent0\x01\x12:\n\tCancelJob\x12\x1c.ctsynth.v1.CancelJobRequest\x1a\x0f.ctsynth.v1.Job\x12\x45\n\x08ListJobs\x12\x1b.ctsynth.v1.ListJobsRequest\x1a\x1c.ctsynth.v1.ListJobsResponse\x12=\n\tGetReport\x12\x1c.ctsynth.v1.GetReportRequest\x1a\x12.ctsynth.v1.Report\x12N\n\x0bListReports\x12\x1e.ctsynth.v1.ListReportsRequest\x1a\x1f.ctsynth.v1.ListReportsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63tsynth/v1/evaluation.proto\x12\nctsynth.v1\x1a\x17\x63tsynth/v1/common.proto\x1a\x19\x63tsynth/v1/sampling.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x01\n\x0cModelSamples\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12(\n\tcondition\x18\x04 \x01(\x0e\x32\x15.ctsynth.v1.Condition\x12,\n\x07sampler\x18\x05 \x01(\x0b\x32\x1b.ctsynth.v1.SamplerSettings\x12\x1b\n\x0etruncation_psi\x18\x06 \x01(\x02H\x00\x88\x01\x01\x42\x11\n\x0f_truncation_psi\"\xb8\x02\n\x16StartEvaluationRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x18.ctsynth.v1.ModelSamplesH\x00\x12\x1b\n\x11synthetic_dataset\x18\x02 \x01(\tH\x00\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\r\n\x05split\x18\x04 \x01(\t\x12\x0f\n\x07metrics\x18\x05 \x03(\t\x12\x19\n\x11inception_weights\x18\x06 \x01(\t\x12\x15\n\rmed3d_weights\x18\x07 \x01(\t\x12\x18\n\x10\x64omain_extractor\x18\x08 \x01(\t\x12\x0f\n\x07repeats\x18\t \x01(\x05\x12\x0c\n\x04seed\x18\n \x01(\x04\x12\x17\n\x0fkid_subset_size\x18\x0b \x01(\x05\x12\x14\n\x0cspatial_dims\x18\x0c \x01(\x05\x42\x0b\n\tsynthetic\"\xe7\x01\n\x0cMetricResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0b\n\x03std\x18\x03 \x01(\x01\x12\x0f\n\x07repeats\x18\x04 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x08\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x36\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32%.ctsynth.v1.MetricResult.DetailsEntry\x12\x15\n\rfeature_space\x18\x08 \x01(\t\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xd7\x02\n\x06Report\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x19\n\x11synthetic_dataset\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x04 \x01(\t\x12\r\n\x05split\x18\x05 \x01(\t\x12+\n\x07\x63reated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x07metrics\x18\x07 \x03(\x0b\x32\x18.ctsynth.v1.MetricResult\x12%\n\x04json\x18\x08 \x01(\x0b\x32\x17.ctsynth.v1.ArtifactRef\x12%\n\x04html\x18\t \x01(\x0b\x32\x17.ctsynth.v1.ArtifactRef\x12\'\n\x06images\x18\n \x03(\x0b\x32\x17.ctsynth.v1.ArtifactRef\x12\x0e\n\x06job_id\x18\x0b \x01(\t\x12\x18\n\x10\x64omain_extractor\x18\x0c \x01(\t\"%\n\x10GetReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"J\n\x12ListReportsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x13ListReportsResponse\x12#\n\x07reports\x18\x01 \x03(\x0b\x32\x12.ctsynth.v1.Report\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe4\x03\n\x11\x45valuationService\x12\x46\n\x0fStartEvaluation\x12\".ctsynth.v1.StartEvaluationRequest\x1a\x0f.ctsynth.v1.Job\x12\x34\n\x06GetJob\x12\x19.ctsynth.v1.GetJobRequest\x1a\x0f.ctsynth.v1.Job\x12?\n\x08WatchJob\x12\x1b.ctsynth.v1.WatchJobRequest\x1a\x14.ctsynth.v1.JobEvent0\x01\x12:\n\tCancelJob\x12\x1c.ctsynth.v1.CancelJobRequest\x1a\x0f.ctsynth.v1.Job\x12\x45\n\x08ListJobs\x12\x1b.ctsynth.v1.ListJobsRequest\x1a\x1c.ctsynth.v1.ListJobsResponse\x12=\n\tGetReport\x12\x1c.ctsynth.v1.GetReportRequest\x1a\x12.ctsynth.v1.Report\x12N\n\x0bListReports\x12\x1e.ctsynth.v1.ListReportsRequest\x1a\x1f.ctsynth.v1.ListReportsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,19 +39,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSAMPLES']._serialized_start=129
   _globals['_MODELSAMPLES']._serialized_end=323
   _globals['_STARTEVALUATIONREQUEST']._serialized_start=326
-  _globals['_STARTEVALUATIONREQUEST']._serialized_end=591
-  _globals['_METRICRESULT']._serialized_start=594
-  _globals['_METRICRESULT']._serialized_end=825
-  _globals['_METRICRESULT_DETAILSENTRY']._serialized_start=779
-  _globals['_METRICRESULT_DETAILSENTRY']._serialized_end=825
-  _globals['_REPORT']._serialized_start=828
-  _globals['_REPORT']._serialized_end=1145
-  _globals['_GETREPORTREQUEST']._serialized_start=1147
-  _globals['_GETREPORTREQUEST']._serialized_end=1184
-  _globals['_LISTREPORTSREQUEST']._serialized_start=1186
-  _globals['_LISTREPORTSREQUEST']._serialized_end=1260
-  _globals['_LISTREPORTSRESPONSE']._serialized_start=1262
-  _globals['_LISTREPORTSRESPONSE']._serialized_end=1345
-  _globals['_EVALUATIONSERVICE']._serialized_start=1348
-  _globals['_EVALUATIONSERVICE']._serialized_end=1832
+  _globals['_STARTEVALUATIONREQUEST']._serialized_end=638
+  _globals['_METRICRESULT']._serialized_start=641
+  _globals['_METRICRESULT']._serialized_end=872
+  _globals['_METRICRESULT_DETAILSENTRY']._serialized_start=826
+  _globals['_METRICRESULT_DETAILSENTRY']._serialized_end=872
+  _globals['_REPORT']._serialized_start=875
+  _globals['_REPORT']._serialized_end=1218
+  _globals['_GETREPORTREQUEST']._serialized_start=1220
+  _globals['_GETREPORTREQUEST']._serialized_end=1257
+  _globals['_LISTREPORTSREQUEST']._serialized_start=1259
+  _globals['_LISTREPORTSREQUEST']._serialized_end=1333
+  _globals['_LISTREPORTSRESPONSE']._serialized_start=1335
+  _globals['_LISTREPORTSRESPONSE']._serialized_end=1418
+  _globals['_EVALUATIONSERVICE']._serialized_start=1421
+  _globals['_EVALUATIONSERVICE']._serialized_end=1905
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ class ModelSamples(_message.Message):
     def __init__(self, model: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., condition: _Optional[_Union[_common_pb2.Condition, str]] = ..., sampler: _Optional[_Union[_sampling_pb2.SamplerSettings, _Mapping]] = ..., truncation_psi: _Optional[float] = ...) -> None: ...
 
 class StartEvaluationRequest(_message.Message):
-    __slots__ = ("model", "synthetic_dataset", "dataset", "split", "metrics", "inception_weights", "med3d_weights", "domain_extractor", "repeats", "seed")
+    __slots__ = ("model", "synthetic_dataset", "dataset", "split", "metrics", "inception_weights", "med3d_weights", "domain_extractor", "repeats", "seed", "kid_subset_size", "spatial_dims")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SYNTHETIC_DATASET_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,8 @@ class StartEvaluationRequest(_message.Message):
     DOMAIN_EXTRACTOR_FIELD_NUMBER: _ClassVar[int]
     REPEATS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    KID_SUBSET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SPATIAL_DIMS_FIELD_NUMBER: _ClassVar[int]
     model: ModelSamples
     synthetic_dataset: str
     dataset: str
@@ -49,7 +51,9 @@ class StartEvaluationRequest(_message.Message):
     domain_extractor: str
     repeats: int
     seed: int
-    def __init__(self, model: _Optional[_Union[ModelSamples, _Mapping]] = ..., synthetic_dataset: _Optional[str] = ..., dataset: _Optional[str] = ..., split: _Optional[str] = ..., metrics: _Optional[_Iterable[str]] = ..., inception_weights: _Optional[str] = ..., med3d_weights: _Optional[str] = ..., domain_extractor: _Optional[str] = ..., repeats: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    kid_subset_size: int
+    spatial_dims: int
+    def __init__(self, model: _Optional[_Union[ModelSamples, _Mapping]] = ..., synthetic_dataset: _Optional[str] = ..., dataset: _Optional[str] = ..., split: _Optional[str] = ..., metrics: _Optional[_Iterable[str]] = ..., inception_weights: _Optional[str] = ..., med3d_weights: _Optional[str] = ..., domain_extractor: _Optional[str] = ..., repeats: _Optional[int] = ..., seed: _Optional[int] = ..., kid_subset_size: _Optional[int] = ..., spatial_dims: _Optional[int] = ...) -> None: ...
 
 class MetricResult(_message.Message):
     __slots__ = ("name", "value", "std", "repeats", "failed", "error", "details", "feature_space")
@@ -79,7 +83,7 @@ class MetricResult(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., std: _Optional[float] = ..., repeats: _Optional[int] = ..., failed: _Optional[bool] = ..., error: _Optional[str] = ..., details: _Optional[_Mapping[str, float]] = ..., feature_space: _Optional[str] = ...) -> None: ...
 
 class Report(_message.Message):
-    __slots__ = ("id", "model", "synthetic_dataset", "dataset", "split", "created", "metrics", "json", "html", "images", "job_id")
+    __slots__ = ("id", "model", "synthetic_dataset", "dataset", "split", "created", "metrics", "json", "html", "images", "job_id", "domain_extractor")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SYNTHETIC_DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +95,7 @@ class Report(_message.Message):
     HTML_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_EXTRACTOR_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     synthetic_dataset: str
@@ -102,7 +107,8 @@ class Report(_message.Message):
     html: _common_pb2.ArtifactRef
     images: _containers.RepeatedCompositeFieldContainer[_common_pb2.ArtifactRef]
     job_id: str
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., synthetic_dataset: _Optional[str] = ..., dataset: _Optional[str] = ..., split: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Iterable[_Union[MetricResult, _Mapping]]] = ..., json: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., html: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., job_id: _Optional[str] = ...) -> None: ...
+    domain_extractor: str
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., synthetic_dataset: _Optional[str] = ..., dataset: _Optional[str] = ..., split: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Iterable[_Union[MetricResult, _Mapping]]] = ..., json: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., html: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., job_id: _Optional[str] = ..., domain_extractor: _Optional[str] = ...) -> None: ...
 
 class GetReportRequest(_message.Message):
     __slots__ = ("report_id",)

@@ -1,0 +1,105 @@
+"""Efficiency, seed 002's last columns: memory and time to generate (GB for
+a batch, minutes for 1000 images) and what training cost.
+
+Memory is the peak the generation added: CUDA's peak allocation on a GPU;
+on the CPU the peak resident set size above its level at the start,
+sampled every few milliseconds (torch allocates outside Python's tracers).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+from google.protobuf import timestamp_pb2
+
+from ctsynth.registry import Registry
+from ctsynth.storage import ObjectNotFound, ObjectStore
+
+REFERENCE_COUNT = 1000
+PAGE_BYTES = 4096
+SAMPLE_INTERVAL_S = 0.005
+
+
+@dataclass(frozen=True)
+class GenerationCost:
+    items: int
+    seconds: float
+    peak_bytes: int
+    memory: str  # "cuda-allocated" or "cpu-rss"
+
+    def seconds_per(self, count: int = REFERENCE_COUNT) -> float:
+        """Time for `count` items, extrapolated linearly from the measured run."""
+        return self.seconds * count / self.items
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE_BYTES
+
+
+class PeakMemory:
+    """Context manager: `peak_bytes` the block added on `device`."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_bytes = 0
+        self.memory = "cuda-allocated" if device.type == "cuda" else "cpu-rss"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._base = self._peak = _rss_bytes()
+            self._thread = threading.Thread(target=self._sample, daemon=True, name="peak-memory")
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_INTERVAL_S):
+            self._peak = max(self._peak, _rss_bytes())
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = max(self._peak, _rss_bytes()) - self._base
+
+
+def _timestamp(text: str) -> float:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromJsonString(text)
+    return stamp.ToNanoseconds() / 1e9
+
+
+def training_cost(store: ObjectStore, name: str, version: str) -> dict[str, float]:
+    """Training time and throughput of a model version: wall time from its
+    training job's record when there is one, else estimated from the images
+    per second its metrics.json reports (`training_seconds_estimated` = 1)."""
+    models = Registry(store, "models", "model")
+    prefix = models.prefix(name, version)
+    manifest = models.manifest(name, version)
+    history = store.get_json(f"{prefix}/metrics.json").get("history", []) if "metrics.json" in manifest["files"] else []
+    config = store.get_json(f"{prefix}/config.json")
+    steps = float(manifest.get("step", history[-1]["step"] if history else 0))
+    cost = {"training_steps": steps}
+    if history and history[-1].get("images_per_s"):
+        cost["training_images_per_s"] = float(history[-1]["images_per_s"])
+    try:
+        job = store.get_json(f"jobs/training/{manifest.get('job_id') or '-'}.json")
+        started, finished = (_timestamp(job[key]) for key in ("started", "finished"))
+        cost.update(training_seconds=finished - started, training_seconds_estimated=0.0)
+    except (ObjectNotFound, KeyError):
+        if "training_images_per_s" in cost:
+            images = steps * config.get("batch_size", 1) * config.get("workers", 1)
+            cost.update(training_seconds=images / cost["training_images_per_s"], training_seconds_estimated=1.0)
+    return cost
+

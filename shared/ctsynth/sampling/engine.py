@@ -1,0 +1,233 @@
+"""A sampling request from validation to encoded items, streamed in pieces.
+
+`SamplingEngine.stream(spec, cancellation)` checks the request against the
+model, admits it through the limiter, and keeps two pieces of it in flight
+in the batcher: while one is encoded and sent the next is being sampled, so
+the first piece is ready after one piece's work whatever the count, and a
+request holds at most two pieces of memory however slowly its client reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ctsynth.models.base import Family
+from ctsynth.models.loading import LoadedModel
+from ctsynth.observability.metrics import SAMPLING_DURATION, SAMPLING_FIRST_ITEM, SAMPLING_ITEMS, SAMPLING_REQUESTS
+from ctsynth.rpc.errors import InvalidArgument
+from ctsynth.sampling.batcher import Batcher, item_bytes
+from ctsynth.sampling.cache import ModelCache
+from ctsynth.sampling.formats import Encoded, OutputContext, check_format, encode, encode_mask, output_context
+from ctsynth.sampling.limits import Limiter
+from ctsynth.sampling.seeds import either_label, item_seed
+from ctsynth.sampling.settings import SamplingSettings
+from ctsynth.sampling.utilization import watch_utilization
+from ctsynth.storage import ObjectStore
+
+PIECES_IN_FLIGHT = 2
+OPTION_FIELDS = {"kind": "sampler.kind", "steps": "sampler.steps", "eta": "sampler.eta",
+                 "guidance_scale": "sampler.guidance_scale", "truncation_psi": "truncation_psi"}
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """A sampling request. `sampler` holds only the settings the caller set
+    (kind, steps, eta, guidance_scale); `condition` is 1 (tumor), 0 (no
+    tumor) or None (unconditional, or either for a conditional model)."""
+
+    model: str
+    count: int
+    seed: int = 0
+    condition: int | None = None
+    sampler: Mapping[str, Any] = field(default_factory=dict)
+    truncation_psi: float | None = None
+    format: str = "float16"
+    batch_size: int = 0  # items per piece; 0: the server decides
+
+    def check(self, max_count: int) -> None:
+        """The checks that need no model; INVALID_ARGUMENT naming the field."""
+        if not 1 <= self.count <= max_count:
+            raise InvalidArgument("count", f"{self.count} is outside 1-{max_count} (the limit per request)")
+        if not 0 <= self.seed < 2 ** 64:
+            raise InvalidArgument("seed", f"{self.seed} is not a 64-bit unsigned integer")
+        if self.batch_size < 0:
+            raise InvalidArgument("batch_size", f"{self.batch_size} must be >= 0 (0: the server decides)")
+        if self.sampler.get("steps", 0) < 0:
+            raise InvalidArgument("sampler.steps", f"{self.sampler['steps']} must be >= 0 (0: the sampler's default)")
+        for name in ("eta", "guidance_scale"):
+            if self.sampler.get(name, 0) < 0:
+                raise InvalidArgument(f"sampler.{name}", f"{self.sampler[name]} must be >= 0")
+        if self.truncation_psi is not None and not 0 <= self.truncation_psi <= 1:
+            raise InvalidArgument("truncation_psi", f"{self.truncation_psi} must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int
+    seed: int
+    label: int | None  # the condition it was sampled with
+    encoded: Encoded
+    mask: bytes  # uint8 0/1 when the model makes masks, else empty
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Consecutive items of a request, with the settings they were made with."""
+
+    model: str  # "name:version"
+    items: list[Item]
+    options: Mapping[str, Any]  # sampler settings actually used (and truncation_psi when given)
+
+
+class Cancellation:
+    """Set when the caller is gone; cancels the work its request still has queued."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._futures: set[Future] = set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            futures, self._futures = self._futures, set()
+        for future in futures:
+            future.cancel()
+
+    def watch(self, future: Future) -> None:
+        with self._lock:
+            if not self._cancelled:
+                self._futures.add(future)
+        if self._cancelled:
+            future.cancel()
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+
+def family_options(family: Family, spec: SampleSpec) -> dict[str, Any]:
+    """The sampler settings `family.sample` gets, checked before any work:
+    GAN families name what they take (`sampler_keys`); diffusion families
+    resolve their defaults (`sampler_defaults`), so the reply can say which
+    settings were used and requests that resolve alike are batched together."""
+    options = dict(spec.sampler)
+    if spec.truncation_psi is not None:
+        options["truncation_psi"] = spec.truncation_psi
+    accepted = getattr(family, "sampler_keys", None)
+    if accepted is not None:
+        for key in options:
+            if key not in accepted:
+                raise InvalidArgument(OPTION_FIELDS[key], f"{family.name} is not a diffusion model"
+                                      if key in spec.sampler else f"{family.name} is not a style GAN")
+        return options
+    defaults = getattr(family.config, "sampler_defaults", None)
+    if defaults is None:
+        return options
+    if spec.truncation_psi is not None:
+        raise InvalidArgument("truncation_psi", f"{family.name} is not a style GAN")
+    settings = defaults().override(options, family.config.num_train_timesteps)
+    return dataclasses.asdict(settings)
+
+
+class SamplingEngine:
+    """The sampling service's library side: cache, batcher, limiter, encoders."""
+
+    def __init__(self, store: ObjectStore, settings: SamplingSettings, *, max_message_bytes: int):
+        self.settings = settings
+        self.store = store
+        self.device = settings.torch_device()
+        self.batcher = Batcher(max_batch=settings.batch_rows(), max_wait_s=settings.max_wait_ms / 1000,
+                               enabled=settings.batching)
+        self.cache = ModelCache(store, self.device, settings.model_cache_bytes, on_evict=self.batcher.retire)
+        self.limiter = Limiter(settings.max_concurrent, settings.max_bytes_in_flight)
+        self.max_message_bytes = max_message_bytes
+        self._contexts: dict[str, OutputContext] = {}
+        watch_utilization(self.device)
+
+    def stream(self, spec: SampleSpec, cancellation: Cancellation) -> Iterator[Piece]:
+        """The request's items in order, piece by piece; ends early, without
+        error, once `cancellation` is set."""
+        started = time.perf_counter()
+        spec.check(self.settings.max_count)
+        model = self.cache.get(spec.model)
+        family = model.family
+        if spec.condition is not None and not family.conditional(family.config):
+            raise InvalidArgument("condition", f"{model.reference} ({family.name}) is unconditional; "
+                                               "leave condition unspecified")
+        check_format(spec.format, family.spatial_dims, family.sample_shape()[0])
+        options = family_options(family, spec)
+        context = self._context(model)
+        rows = min(spec.count, spec.batch_size or self.batcher.rows(model),
+                   max(1, self.max_message_bytes // item_bytes(model)))
+        # A piece is held as float32 samples and as encoded bytes (at most as large).
+        with self.limiter.admit(PIECES_IN_FLIGHT * rows * item_bytes(model) * 2):
+            SAMPLING_REQUESTS.labels(model.name, spec.format).inc()
+            for number, piece in enumerate(self._pieces(model, spec, options, context, rows, cancellation)):
+                if number == 0:
+                    SAMPLING_FIRST_ITEM.observe(time.perf_counter() - started)
+                yield piece
+                SAMPLING_ITEMS.labels(model.name).inc(len(piece.items))
+            if not cancellation.cancelled:
+                SAMPLING_DURATION.observe(time.perf_counter() - started)
+
+    def _pieces(self, model: LoadedModel, spec: SampleSpec, options: dict[str, Any], context: OutputContext,
+                rows: int, cancellation: Cancellation) -> Iterator[Piece]:
+        family = model.family
+        conditional = family.conditional(family.config)
+        channels = family.sample_shape()[0]
+        starts = iter(range(0, spec.count, rows))
+        pending: deque[tuple[int, list[int], list[int] | None, Future]] = deque()
+
+        def submit_next() -> None:
+            start = next(starts, None)
+            if start is None or cancellation.cancelled:
+                return
+            seeds = [item_seed(spec.seed, i) for i in range(start, min(start + rows, spec.count))]
+            labels = [either_label(s) if spec.condition is None else spec.condition for s in seeds] \
+                if conditional else None
+            future = self.batcher.submit(model, options, seeds, labels)
+            cancellation.watch(future)
+            pending.append((start, seeds, labels, future))
+
+        try:
+            for _ in range(PIECES_IN_FLIGHT):
+                submit_next()
+            while pending:
+                start, seeds, labels, future = pending.popleft()
+                submit_next()
+                try:
+                    samples = future.result().numpy()
+                except CancelledError:
+                    return
+                if cancellation.cancelled:
+                    return
+                items = [Item(start + i, seed, None if labels is None else labels[i],
+                              encode(spec.format, sample[:channels], context),
+                              encode_mask(sample[channels:]) if family.sample_masks() else b"")
+                         for i, (seed, sample) in enumerate(zip(seeds, samples))]
+                yield Piece(model.reference, items, options)
+        finally:
+            for *_, future in pending:
+                future.cancel()
+
+    def _context(self, model: LoadedModel) -> OutputContext:
+        if model.reference not in self._contexts:
+            self._contexts[model.reference] = output_context(self.store, model.reference, model.family.spatial_dims,
+                                                             model.config.get("dataset", ""))
+        return self._contexts[model.reference]
+
+    def close(self) -> None:
+        self.batcher.close()

@@ -1,0 +1,212 @@
+"""Encoders from a sampled item, (C, *spatial) floats in [0, 1], to the
+bytes a client receives: raw float16, raw HU int16, PNG 8/16-bit, DICOM,
+NIfTI.
+
+HU values invert the dataset's window: HU = lo + x (hi - lo), with the
+window the model's training set was made with. DICOM objects are CT Image
+Storage built from nothing but the pixels, fresh UIDs and the model's name,
+so no identifier of a training study can reach them; a volume is one file
+per slice, packed into a ZIP archive (one item = one blob).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+from PIL import Image
+
+from ctsynth.registry import Registry, parse_ref
+from ctsynth.rpc.errors import InvalidArgument, NotFound
+from ctsynth.storage import ObjectNotFound, ObjectStore
+
+DEFAULT_WINDOW = (-1000.0, 400.0)  # HU, the ingest default (seed 000)
+SYNTHETIC = "SYNTHETIC"
+
+
+@dataclass(frozen=True)
+class OutputContext:
+    """What the encoders know about a model's pixels."""
+
+    model: str  # "name:version"
+    spatial_dims: int
+    window: tuple[float, float] = DEFAULT_WINDOW
+    spacing_mm: tuple[float, ...] | None = None  # per spatial axis (z, y, x order); None: 1 mm
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return self.spacing_mm or (1.0,) * self.spatial_dims
+
+
+def output_context(store: ObjectStore, model: str, spatial_dims: int, dataset: str) -> OutputContext:
+    """The window and voxel size of the dataset `dataset` ("name:version") the
+    model was trained on; the defaults when it is unknown or gone."""
+    datasets = Registry(store, "datasets", "dataset")
+    try:
+        name, version = datasets.resolve(parse_ref(dataset, "dataset"))
+        parameters = datasets.manifest(name, version).get("parameters", {})
+    except (InvalidArgument, NotFound, ObjectNotFound):
+        parameters = {}
+    lo, hi = parameters.get("window") or DEFAULT_WINDOW
+    spacing = float(parameters.get("isotropic_spacing_mm") or 0)
+    return OutputContext(model, spatial_dims, (float(lo), float(hi)),
+                         (spacing,) * spatial_dims if spacing > 0 else None)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    data: bytes
+    shape: tuple[int, ...]  # (C, *spatial) of the decoded array
+    dtype: str
+
+
+def hounsfield(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """[0, 1] -> int16 HU, the inverse of the dataset's window."""
+    lo, hi = window
+    return np.clip(np.rint(lo + image.astype(np.float64) * (hi - lo)), -32768, 32767).astype(np.int16)
+
+
+def _float16(image: np.ndarray, context: OutputContext) -> Encoded:
+    return Encoded(image.astype("<f2").tobytes(), image.shape, "float16")
+
+
+def _hu_int16(image: np.ndarray, context: OutputContext) -> Encoded:
+    return Encoded(hounsfield(image, context.window).astype("<i2").tobytes(), image.shape, "int16")
+
+
+def _png(bits: int) -> Callable[[np.ndarray, OutputContext], Encoded]:
+    dtype = np.uint8 if bits == 8 else np.uint16
+
+    def encode(image: np.ndarray, context: OutputContext) -> Encoded:
+        plane = np.rint(np.clip(image[0], 0, 1) * (2 ** bits - 1)).astype(dtype)
+        buffer = io.BytesIO()
+        Image.fromarray(plane).save(buffer, format="PNG")
+        return Encoded(buffer.getvalue(), image.shape, np.dtype(dtype).name)
+
+    return encode
+
+
+def _dicom_slice(hu: np.ndarray, context: OutputContext, uids: dict[str, str], number: int,
+                 z_mm: float, now: datetime) -> bytes:
+    """One CT Image Storage object (2D HU plane), marked synthetic."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    instance_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = instance_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, instance_uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uids["study"], uids["series"]
+    ds.FrameOfReferenceUID = uids["frame"]
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = time
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    ds.Modality = "CT"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.Manufacturer = "ctsynth"
+    ds.PatientName = ds.PatientID = SYNTHETIC
+    ds.PatientBirthDate = ds.PatientSex = ds.AccessionNumber = ds.ReferringPhysicianName = ""
+    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber, ds.AcquisitionNumber = "1", 1, number, 1
+    ds.KVP = ""
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = f"synthetic: generated by ctsynth model {context.model}"
+    ds.BurnedInAnnotation = "NO"
+    ds.StudyDescription = "synthetic CT (ctsynth)"
+    ds.SeriesDescription = f"synthetic CT from ctsynth model {context.model}"
+    ds.ImageComments = "SYNTHETIC IMAGE - NOT FOR DIAGNOSTIC USE"
+
+    pixel_mm = context.spacing[-2:]
+    ds.PixelSpacing = [f"{pixel_mm[0]:g}", f"{pixel_mm[1]:g}"]
+    ds.SliceThickness = f"{context.spacing[0] if context.spatial_dims == 3 else 1.0:g}"
+    ds.ImagePositionPatient = [0, 0, f"{z_mm:g}"]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SliceLocation = f"{z_mm:g}"
+    lo, hi = context.window
+    ds.WindowCenter, ds.WindowWidth = f"{(lo + hi) / 2:g}", f"{hi - lo:g}"
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "HU"
+
+    ds.Rows, ds.Columns = hu.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.PixelData = hu.astype("<i2").tobytes()
+
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _dicom(image: np.ndarray, context: OutputContext) -> Encoded:
+    """2D: one .dcm; 3D: a ZIP of slice_NNNN.dcm, one series."""
+    from pydicom.uid import generate_uid
+
+    hu = hounsfield(image[0], context.window)
+    uids = {"study": generate_uid(), "series": generate_uid(), "frame": generate_uid()}
+    now = datetime.now(timezone.utc)
+    if context.spatial_dims == 2:
+        return Encoded(_dicom_slice(hu, context, uids, 1, 0.0, now), image.shape, "int16")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for k, plane in enumerate(hu):
+            archive.writestr(f"slice_{k:04d}.dcm", _dicom_slice(plane, context, uids, k + 1,
+                                                                 k * context.spacing[0], now))
+    return Encoded(buffer.getvalue(), image.shape, "int16")
+
+
+def _nifti(image: np.ndarray, context: OutputContext) -> Encoded:
+    """int16 HU in NIfTI's (x, y, z) order with an affine from the voxel size."""
+    import nibabel as nib
+
+    z, y, x = context.spacing
+    volume = nib.Nifti1Image(hounsfield(image[0], context.window).transpose(2, 1, 0), np.diag([x, y, z, 1.0]))
+    volume.header["descrip"] = f"synthetic: ctsynth {context.model}"[:79].encode()
+    return Encoded(volume.to_bytes(), image.shape, "int16")
+
+
+@dataclass(frozen=True)
+class _Format:
+    encode: Callable[[np.ndarray, OutputContext], Encoded]
+    spatial_dims: tuple[int, ...]
+    single_channel: bool
+
+
+FORMATS: dict[str, _Format] = {
+    "float16": _Format(_float16, (2, 3), False),
+    "hu_int16": _Format(_hu_int16, (2, 3), False),
+    "png8": _Format(_png(8), (2,), True),
+    "png16": _Format(_png(16), (2,), True),
+    "dicom": _Format(_dicom, (2, 3), True),
+    "nifti": _Format(_nifti, (3,), True),
+}
+
+
+def check_format(name: str, spatial_dims: int, channels: int) -> None:
+    """INVALID_ARGUMENT naming `format` when a model's samples cannot be written as `name`."""
+    if name not in FORMATS:
+        raise InvalidArgument("format", f"unknown format {name!r}; use one of {', '.join(FORMATS)}")
+    spec = FORMATS[name]
+    if spatial_dims not in spec.spatial_dims:
+        kind = "volumes" if spatial_dims == 3 else "2D images"
+        raise InvalidArgument("format", f"{name} cannot hold {kind}; this model makes {spatial_dims}D samples")
+    if spec.single_channel and channels != 1:
+        raise InvalidArgument("format", f"{name} holds one channel; this model makes {channels}")
+
+
+def encode(name: str, image: np.ndarray, context: OutputContext) -> Encoded:
+    """One item (C, *spatial) in [0, 1] as `name` (checked with `check_format` first)."""
+    return FORMATS[name].encode(np.asarray(image, dtype=np.float32), context)
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    """A mask probability map (1, *spatial) as uint8 0/1 bytes."""
+    return (np.asarray(mask) > 0.5).astype(np.uint8).tobytes()

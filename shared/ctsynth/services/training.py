@@ -1,0 +1,95 @@
+"""TrainingService: a thin servicer over the training runner, the job
+manager and the model registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from google.protobuf import json_format
+
+from ctsynth.jobs import JobManager
+from ctsynth.models.registry import family_names, get_family
+from ctsynth.registry import Registry, check_name, parse_ref
+from ctsynth.services.jobs import JobRpcs
+from ctsynth.storage import ObjectStore
+from ctsynth.training import runner
+from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
+
+
+def model_message(models: Registry, name: str, version: str) -> common_pb2.Model:
+    """The Model message of a published version, from its manifest and config."""
+    store = models.store
+    prefix = models.prefix(name, version)
+    manifest = models.manifest(name, version)
+    config = store.get_json(f"{prefix}/config.json")
+    message = common_pb2.Model(
+        name=name, version=version, family=config["family"], dataset=config.get("dataset", ""),
+        spatial_dims=config.get("spatial_dims", 2), shape=config.get("sample_shape", []),
+        conditional=config.get("conditional", False), job_id=manifest.get("job_id", ""),
+        step=int(manifest.get("step", 0)),
+        headline={k: float(v) for k, v in manifest.get("headline", {}).items() if isinstance(v, (int, float))},
+    )
+    if "published_at" in manifest:
+        message.created.FromJsonString(manifest["published_at"])
+    for field, file, media in (("weights", "weights.safetensors", "application/octet-stream"),
+                               ("config", "config.json", "application/json"),
+                               ("metrics", "metrics.json", "application/json"),
+                               ("samples", "samples.png", "image/png")):
+        entry = manifest["files"].get(file)
+        if entry:
+            getattr(message, field).CopyFrom(common_pb2.ArtifactRef(
+                uri=store.uri_for(f"{prefix}/{file}"), sha256=entry["sha256"], size_bytes=entry["size"],
+                media_type=media))
+    evaluation = f"{prefix}/evaluation.json"
+    if store.exists(evaluation):
+        message.headline.update({k: float(v) for k, v in store.get_json(evaluation).items()
+                                 if isinstance(v, (int, float))})
+    return message
+
+
+def list_models(models: Registry, family: str = "", name: str = "") -> list[common_pb2.Model]:
+    names = [check_name(name)] if name else models.names()
+    found = [model_message(models, n, v) for n in names for v in models.versions(n)]
+    return [m for m in found if not family or m.family == family]
+
+
+def family_message(name: str) -> training_pb2.Family:
+    cls = get_family(name)
+    hints = typing.get_type_hints(cls.config_cls)
+    message = training_pb2.Family(name=name, description=cls.description, spatial_dims=cls.spatial_dims,
+                                  needs_masks=cls.needs_masks)
+    defaults = cls.config_cls()
+    message.conditional = cls.conditional(defaults)
+    for field in dataclasses.fields(cls.config_cls):
+        parameter = training_pb2.HyperParameter(name=field.name, type=getattr(hints[field.name], "__name__",
+                                                                              str(hints[field.name])))
+        value = defaults.to_json()[field.name]
+        if value is not None:
+            json_format.ParseDict(value, parameter.default)
+        message.hyperparameters.append(parameter)
+    return message
+
+
+class TrainingServicer(JobRpcs, training_pb2_grpc.TrainingServiceServicer):
+    def __init__(self, store: ObjectStore, settings=None):
+        self._store = store
+        self._models = Registry(store, "models", "model")
+        self._jobs = JobManager(store, "training", lambda job, request, ctx: runner.run(job, request, ctx, store))
+        self._jobs.recover()
+
+    def SubmitTraining(self, request, context):
+        values = json_format.MessageToDict(request)
+        # Validate now, so a bad request fails the call rather than the job.
+        runner.plan(values, self._store, job_id="validation", version="0")
+        return self._jobs.submit(values)
+
+    def ListModels(self, request, context):
+        return common_pb2.ListModelsResponse(models=list_models(self._models, request.family, request.name))
+
+    def GetModel(self, request, context):
+        name, version = self._models.resolve(parse_ref(request.model, "model"))
+        return model_message(self._models, name, version)
+
+    def ListFamilies(self, request, context):
+        return training_pb2.ListFamiliesResponse(families=[family_message(n) for n in family_names()])

@@ -1,0 +1,2 @@
+"""Training: checkpoints, the per-worker loop, the Ray Train driver and the
+model registry entries it produces."""

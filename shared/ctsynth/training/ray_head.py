@@ -1,0 +1,63 @@
+"""A local Ray head in its own process tree, tied to the life of the service.
+
+Ray's `ray.init()` forks its daemons from the calling process; forking a
+process full of gRPC threads can abort the child before it execs, which
+hangs the caller. So the service starts this module as a fresh process
+(`python -m ctsynth.training.ray_head`), which runs `ray start --head
+--block` and takes the whole Ray process group down when the service
+process that started it goes away, however it went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def _parent_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--num-cpus", type=int, required=True)
+    parser.add_argument("--dashboard-port", type=int, default=0, help="0: no dashboard")
+    args = parser.parse_args(argv)
+    command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={args.port}",
+               f"--num-cpus={args.num_cpus}", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+    if args.dashboard_port:
+        command += ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={args.dashboard_port}"]
+    else:
+        command += ["--include-dashboard=false"]
+    head = subprocess.Popen(command, start_new_session=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    while not stop and head.poll() is None and _parent_alive(args.parent_pid):
+        time.sleep(0.5)
+    if head.poll() is None:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""The diffusion families (`vae`, `ldm`, `ddpm3d`) on tiny configs: 32^2
+slices, 16^3 volumes, two U-Net levels, T = 8 training timesteps."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from ctsynth.diffusion import SAMPLER_KINDS
+from ctsynth.models.base import Batch, Family
+from ctsynth.models.ddpm3d import DDPM3D
+from ctsynth.models.ldm import LDM
+from ctsynth.models.registry import get_family
+from ctsynth.models.vae import VAE
+from ctsynth.rpc.errors import InvalidArgument
+
+VAE_TINY = {"image_size": 32, "autoencoder_channels": [8, 16, 16], "latent_channels": 3, "norm_num_groups": 8,
+            "mid_attention": False, "learning_rate": 1e-3, "disc_start": 1, "disc_channels": 8, "disc_layers": 2}
+UNET_TINY = {"unet_channels": [8, 16], "attention_levels": [False, True], "num_res_blocks": 1, "num_heads": 2,
+             "norm_num_groups": 8, "gradient_checkpointing": False, "num_train_timesteps": 8, "learning_rate": 1e-3,
+             "warmup_steps": 0, "sampler_kind": "ddim", "sampler_steps": 3}
+TINY = {"vae": VAE_TINY,
+        "ldm": {"image_size": 32, "autoencoder": "vae:1", "autoencoder_config": VAE_TINY, **UNET_TINY},
+        "ddpm3d": {"image_size": 16, **UNET_TINY}}
+DIFFUSION = ("ldm", "ddpm3d")
+
+
+
+
+def make(name: str, precision: str = "fp32", seed: int = 0, **changes) -> Family:
+    cls = get_family(name)
+    torch.manual_seed(seed)
+    return cls(cls.config_cls.from_json({**TINY[name], **changes}), precision=precision)
+
+
+def batch(family: Family, seed: int = 0) -> Batch:
+    generator = torch.Generator().manual_seed(seed)
+    return Batch(image=torch.rand(2, *family.sample_shape(), generator=generator), label=torch.tensor([0, 1]))
+
+
+def parameters(family: Family, name: str) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in family.modules[name].parameters()]
+
+
+def changed(before: list[torch.Tensor], family: Family, name: str) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before, family.modules[name].parameters()))
+
+
+@pytest.fixture(scope="module")
+def trained() -> dict[str, Family]:
+    """One family of each kind (the LDM conditional) after two training steps; only sampled from."""
+    families = {"vae": make("vae"), "ldm": make("ldm", conditional=True), "ddpm3d": make("ddpm3d")}
+    for family in families.values():
+        for step in range(2):
+            family.train_step(batch(family, step), step)
+    return families
+
+
+def test_registry_resolves_the_diffusion_families():
+    assert (get_family("vae"), get_family("ldm"), get_family("ddpm3d")) == (VAE, LDM, DDPM3D)
+    assert (VAE.spatial_dims, LDM.spatial_dims, DDPM3D.spatial_dims) == (2, 2, 3)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_training_steps_give_finite_losses_and_update_the_trainable_modules(name):
+    family = make(name)
+    before = {module: parameters(family, module) for module in family.modules}
+    for step in range(3):
+        losses = family.train_step(batch(family, step), step)
+        assert losses and all(math.isfinite(value) for value in losses.values()), losses
+    for module in family.trainable:
+        assert changed(before[module], family, module), module
+    if name in DIFFUSION:
+        assert changed(before["ema"], family, "ema")
+
+
+@pytest.mark.parametrize("name", DIFFUSION)
+@pytest.mark.parametrize("kind", SAMPLER_KINDS)
+def test_every_sampler_gives_seeded_samples_in_range(trained, name, kind):
+    family = trained[name]
+    request = {"kind": kind} if kind == "ddpm" else {"kind": kind, "steps": 3}
+
+    labels = torch.tensor([0, 1]) if family.conditional(family.config) else None  # guided for the LDM
+
+    def draw(seed: int) -> torch.Tensor:
+        return family.sample(2, torch.Generator().manual_seed(seed), labels=labels, sampler=request)
+
+    first = draw(1)
+    assert first.shape == (2, *family.sample_shape())
+    assert first.min() >= 0 and first.max() <= 1
+    assert torch.equal(first, draw(1))
+    assert not torch.equal(first, draw(2))
+
+
+def test_the_vae_decodes_seeded_gaussian_latents(trained):
+    vae = trained["vae"]
+    first = vae.sample(3, torch.Generator().manual_seed(1))
+    assert first.shape == (3, 1, 32, 32) and first.min() >= 0 and first.max() <= 1
+    assert torch.equal(first, vae.sample(3, torch.Generator().manual_seed(1)))
+    assert not torch.equal(first, vae.sample(3, torch.Generator().manual_seed(2)))
+    with pytest.raises(InvalidArgument):
+        vae.sample(1, torch.Generator(), sampler={"kind": "ddim"})
+
+
+def test_guidance_makes_tumor_and_no_tumor_samples_differ():
+    ldm = make("ldm", conditional=True)
+    with torch.no_grad():  # MONAI zero-initialises the output convolution: untrained, every label predicts 0
+        for parameter in ldm.modules["ema"].parameters():
+            parameter.normal_(0, 0.2)
+
+    def draw(labels: list[int] | None, scale: float = 3.0) -> torch.Tensor:
+        return ldm.sample(2, torch.Generator().manual_seed(3), labels=None if labels is None else torch.tensor(labels),
+                          sampler={"guidance_scale": scale})
+
+    tumor, no_tumor = draw([1, 1]), draw([0, 0])
+    assert (tumor - no_tumor).abs().max() > 1e-3
+    assert torch.equal(draw([1, 0])[0], tumor[0]) and torch.equal(draw([1, 0])[1], no_tumor[1])
+    assert not torch.allclose(tumor, draw([1, 1], scale=1.0), atol=1e-3)
+    torch.testing.assert_close(draw([1, 1], scale=0.0), draw(None), atol=1e-4, rtol=0)  # w = 0: the null class
+    with pytest.raises(InvalidArgument) as error:
+        draw([0, 2])
+    assert error.value.field == "labels"
+
+
+def test_unconditional_families_refuse_labels(trained):
+    with pytest.raises(InvalidArgument):
+        trained["ddpm3d"].sample(1, torch.Generator(), labels=torch.tensor([1]))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_config_json_round_trip(name):
+    family = make(name)
+    config = family.config
+    assert type(config).from_json(json.loads(json.dumps(config.to_json()))) == config
+    assert type(config).from_json(type(config)().to_json()) == type(config)()  # production defaults validate
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_unknown_hyperparameter_is_named(name):
+    with pytest.raises(InvalidArgument) as error:
+        get_family(name).config_cls.from_json({**TINY[name], "lerning_rate": 1e-4})
+    assert error.value.field == "lerning_rate"
+
+
+@pytest.mark.parametrize("name, changes, field", [
+    ("vae", {"latent_channels": 0}, "latent_channels"),
+    ("vae", {"autoencoder_channels": [8, 16]}, "autoencoder_channels"),  # factor 2: neither 4 nor 8
+    ("vae", {"autoencoder_channels": [8, 16, 20]}, "autoencoder_channels"),  # not a multiple of 8 groups
+    ("vae", {"adversarial": "wasserstein"}, "adversarial"),
+    ("vae", {"kl_weight": -1.0}, "kl_weight"),
+    ("ldm", {"beta_end": 1e-4}, "beta_end"),
+    ("ldm", {"schedule": "cosine"}, "schedule"),
+    ("ldm", {"prediction_type": "sample"}, "prediction_type"),
+    ("ldm", {"sampler_kind": "heun"}, "sampler_kind"),
+    ("ldm", {"sampler_steps": 9}, "sampler_steps"),
+    ("ldm", {"scale_factor": 0.0}, "scale_factor"),
+    ("ldm", {"autoencoder_config": {**VAE_TINY, "latent_channels": 0}}, "autoencoder_config.latent_channels"),
+    ("ldm", {"autoencoder_config": {**VAE_TINY, "image_size": 64}}, "autoencoder_config"),
+    ("ldm", {"unet_channels": [8] * 5, "attention_levels": [False] * 5}, "unet_channels"),  # 8^2 latents: 3 halvings
+    ("ddpm3d", {"p_uncond": 1.0}, "p_uncond"),
+    ("ddpm3d", {"num_heads": 3}, "num_heads"),
+    ("ddpm3d", {"attention_levels": [True]}, "attention_levels"),
+    ("ddpm3d", {"sampler_kind": "ddpm", "sampler_steps": 5}, "sampler_steps"),  # ddpm runs all T steps
+    ("ddpm3d", {"ema_decay": 1.0}, "ema_decay"),
+])
+def test_out_of_range_hyperparameter_is_named(name, changes, field):
+    with pytest.raises(InvalidArgument) as error:
+        get_family(name).config_cls.from_json({**TINY[name], **changes})
+    assert error.value.field == field
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_state_round_trip_continues_training_identically(name):
+    original = make(name, seed=0)
+    for step in range(2):  # the VAE's discriminator starts at step 1
+        original.train_step(batch(original, step), step)
+    restored, untouched = make(name, seed=1), make(name, seed=1)
+    for module_name, module in original.modules.items():  # copies, as a checkpoint would hold
+        restored.modules[module_name].load_state_dict(copy.deepcopy(module.state_dict()))
+    for optimizer_name, optimizer in original.optimizers.items():
+        restored.optimizers[optimizer_name].load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    losses = []
+    for family in (original, restored, untouched):
+        torch.manual_seed(7)
+        losses.append(family.train_step(batch(family, 2), 2))
+    assert losses[0] == losses[1]
+    assert losses[0] != losses[2]
+    for module_name in original.modules:
+        for a, b in zip(original.modules[module_name].state_dict().values(),
+                        restored.modules[module_name].state_dict().values()):
+            assert torch.equal(a, b), module_name
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_bf16_step_is_finite(name):
+    family = make(name, precision="bf16", **({"disc_start": 0} if name == "vae" else {}))
+    losses = family.train_step(batch(family), 0)
+    assert all(math.isfinite(value) for value in losses.values()), losses
+
+
+def test_gradient_checkpointing_keeps_the_loss_and_saves_fewer_activations():
+    plain, checkpointed = make("ddpm3d"), make("ddpm3d", gradient_checkpointing=True)
+    checkpointed.modules["unet"].load_state_dict(plain.modules["unet"].state_dict())
+    data = batch(plain)
+    saved_bytes, losses = [], []
+    for family in (plain, checkpointed):
+        storages: dict[int, int] = {}
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        torch.manual_seed(5)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            losses.append(family.train_step(data, 0)["loss"])
+        saved_bytes.append(sum(storages.values()))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert saved_bytes[1] < 0.5 * saved_bytes[0]
+    assert list(checkpointed.modules["unet"].state_dict()) == list(plain.modules["unet"].state_dict())
+
+
+def test_ldm_estimates_the_scale_factor_once_and_keeps_it_as_state():
+    ldm = make("ldm")
+    first_stage = ldm.modules["autoencoder"]
+    images = batch(ldm).image
+    torch.manual_seed(11)
+    latents = first_stage.vae.encode_stage_2_inputs(images)
+    torch.manual_seed(11)
+    ldm.train_step(batch(ldm), 0)
+    expected = 1 / latents.std()
+    assert first_stage.scale_factor.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert first_stage.scale_factor.item() != 1.0
+    ldm.train_step(batch(ldm, 1), 1)
+    assert first_stage.scale_factor.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert "scale_factor" in first_stage.state_dict()
+    fixed = make("ldm", scale_factor=0.31778)
+    fixed.train_step(batch(fixed), 0)
+    assert fixed.modules["autoencoder"].scale_factor.item() == pytest.approx(0.31778)
+
+
+def test_ldm_keeps_the_loaded_vae_frozen():
+    vae, ldm = make("vae"), make("ldm", seed=1)
+    vae.train_step(batch(vae), 0)
+    ldm.load_autoencoder_state(vae.modules["autoencoder"].state_dict())
+    assert ldm.trainable == ("unet",)
+    before = parameters(ldm, "autoencoder")
+    ldm.train_step(batch(ldm), 0)
+    assert not changed(before, ldm, "autoencoder")
+    latents = torch.randn(2, *ldm.config.vae_config().latent_shape())
+    scale = ldm.modules["autoencoder"].scale_factor
+    torch.testing.assert_close(ldm.decode(latents * scale),
+                               vae.modules["autoencoder"].decode(latents).clamp(0, 1))
+
+
+def test_learning_rate_warms_up_linearly():
+    family = make("ddpm3d", warmup_steps=4)
+    family.train_step(batch(family), 0)
+    assert family.optimizers["unet"].param_groups[0]["lr"] == pytest.approx(1e-3 / 4)
+    assert [family.learning_rate(step) for step in (1, 3, 10)] == pytest.approx([5e-4, 1e-3, 1e-3])
+
+
+def test_sampler_requests_are_validated_by_the_family(trained):
+    for request, field in (({"kind": "heun"}, "sampler.kind"), ({"stepz": 3}, "sampler.stepz"),
+                           ({"kind": "ddpm", "steps": 3}, "sampler.steps")):
+        with pytest.raises(InvalidArgument) as error:
+            trained["ddpm3d"].sample(1, torch.Generator(), sampler=request)
+        assert error.value.field == field
+
+
+def test_vae_adversarial_loss_starts_at_disc_start():
+    vae = make("vae", disc_start=1)
+    before = parameters(vae, "discriminator")
+    first = vae.train_step(batch(vae), 0)
+    assert first["adversarial_g"] == first["adversarial_d"] == 0.0
+    assert not changed(before, vae, "discriminator")
+    second = vae.train_step(batch(vae, 1), 1)
+    assert second["adversarial_d"] > 0 and second["adversarial_g"] != 0
+    assert changed(before, vae, "discriminator")
+    plain = make("vae", adversarial="none")
+    assert "discriminator" not in plain.modules and "adversarial_d" not in plain.train_step(batch(plain), 5)
+
+
+def test_vae_reconstruction_metrics_use_the_posterior_mean():
+    vae = make("vae")
+    images = batch(vae).image
+    metrics = vae.reconstruction_metrics(images)
+    reconstruction = vae.modules["autoencoder"].reconstruct(images).clamp(0, 1)
+    mse = (reconstruction - images).pow(2).flatten(1).mean(1)
+    assert metrics["psnr"] == pytest.approx((10 * torch.log10(1 / mse)).mean().item(), rel=1e-4)
+    assert -1 <= metrics["ssim"] <= 1
+
+
+def test_vae_perceptual_loss_needs_a_local_weights_file(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    with pytest.raises(InvalidArgument) as error:
+        make("vae", perceptual_weights=str(tmp_path / "missing.pt"))
+    assert error.value.field == "perceptual_weights"
+    weights = tmp_path / "resnet50.pt"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), weights)
+    vae = make("vae", perceptual_weights=str(weights), adversarial="none")
+    losses = vae.train_step(batch(vae), 0)
+    assert math.isfinite(losses["perceptual"]) and losses["perceptual"] > 0
+    assert losses["loss"] == pytest.approx(losses["l1"] + 1e-6 * losses["kl"] + 0.001 * losses["perceptual"], rel=1e-5)

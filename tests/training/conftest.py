@@ -1,0 +1,77 @@
+"""Small published datasets for training tests, built directly in the
+dataset format (the ingestion tests cover how real ones are made)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctsynth.data.dataset_h5 import SLICE_META, VOLUME_META, slice_writer, volume_writer
+from ctsynth.storage import open_store
+
+SPLITS = ("train", "validation", "test")
+
+
+def _blobs(rng: np.random.Generator, count: int, size: int, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images of a dark disc (lung) with a bright spot (nodule) on odd items."""
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, size)] * dims, indexing="ij"))
+    radius = np.sqrt((grid ** 2).sum(0))
+    images = np.where(radius < 0.8, 0.2, 0.6) + rng.normal(0, 0.02, (count,) + (size,) * dims)
+    masks = np.zeros((count,) + (size,) * dims, dtype=np.uint8)
+    for i in range(1, count, 2):
+        centre = rng.uniform(-0.4, 0.4, dims).reshape((dims,) + (1,) * dims)
+        spot = np.sqrt(((grid - centre) ** 2).sum(0)) < 0.15
+        images[i][spot] = 0.9
+        masks[i][spot] = 1
+    return np.clip(images, 0, 1).astype(np.float16), masks
+
+
+def publish_dataset(store, name: str, tmp: Path, *, size: int = 16, per_split: int = 8, volume_size: int = 8,
+                    seed: int = 0, with_nodules: bool = True) -> str:
+    """Publish `datasets/<name>/1` with `per_split` slices and 4 volumes per split."""
+    rng = np.random.default_rng(seed)
+    tmp.mkdir(parents=True, exist_ok=True)
+    slices, volumes = tmp / "slices.h5", tmp / "volumes.h5"
+    splits = {}
+    with slice_writer(slices, size, {"test": True}) as writer:
+        for split in SPLITS:
+            images, masks = _blobs(rng, per_split, size, 2)
+            if not with_nodules:
+                masks[:] = 0
+            meta = np.zeros(per_split, dtype=SLICE_META)
+            meta["patient"] = [f"{split}-{i // 2}" for i in range(per_split)]
+            meta["series_uid"], meta["view"], meta["split"] = "1.2.3", "axial", split
+            meta["index"] = np.arange(per_split)
+            meta["has_nodule"] = masks.reshape(per_split, -1).any(1)
+            meta["nodule_pixels"] = masks.reshape(per_split, -1).sum(1)
+            meta["mean_intensity"] = images.reshape(per_split, -1).astype(np.float32).mean(1)
+            writer.append(meta, images=images, masks=masks)
+            splits[split] = {"patients": per_split // 2, "slices": per_split,
+                             "tumor_slices": int(meta["has_nodule"].sum()), "volumes": 4}
+    with volume_writer(volumes, volume_size, {"test": True}) as writer:
+        for split in SPLITS:
+            cubes, masks = _blobs(rng, 4, volume_size, 3)
+            meta = np.zeros(4, dtype=VOLUME_META)
+            meta["patient"] = [f"{split}-{i}" for i in range(4)]
+            meta["series_uid"], meta["split"] = "1.2.3", split
+            writer.append(meta, volumes=cubes, masks=masks)
+    manifest = {
+        "name": name, "version": "1", "source": "synthetic test data", "source_kind": "test",
+        "counts": {"patients": 3 * per_split // 2, "series": 1, "slices": 3 * per_split,
+                   "tumor_slices": sum(s["tumor_slices"] for s in splits.values()), "volumes": 12},
+        "splits": splits, "slice_shape": [size, size], "volume_shape": [volume_size] * 3, "parameters": {},
+    }
+    store.publish(f"datasets/{name}/1", {"slices.h5": slices, "volumes.h5": volumes}, manifest)
+    return f"{name}:1"
+
+
+@pytest.fixture
+def store(tmp_path):
+    return open_store((tmp_path / "store").as_uri())
+
+
+@pytest.fixture
+def tiny_dataset(store, tmp_path):
+    return publish_dataset(store, "tiny", tmp_path / "tiny")

@@ -1,0 +1,165 @@
+"""The per-worker loop without Ray: checkpoints, exact resume, NaN, cancel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load as load_safetensors
+from torch import nn
+
+from ctsynth.models import registry
+from ctsynth.models.base import Batch, Family, FamilyConfig
+from ctsynth.rpc.errors import FailedPrecondition
+from ctsynth.training import checkpoint
+from ctsynth.training.loop import CANCEL, NonFiniteLoss, StepBatches, WorkerContext, latest_checkpoint, train_worker
+from ctsynth.training.spec import TrainSpec
+
+
+@dataclass(frozen=True)
+class TinyConfig(FamilyConfig):
+    latent: int = 4
+    lr: float = 1e-2
+    explode_at: int = -1  # a step whose loss is made NaN (test hook of this test family only)
+
+
+class TinyFamily(Family):
+    """A linear generator fitted to the batch mean: enough to test the loop."""
+
+    name = "tiny"
+    config_cls = TinyConfig
+
+    def __init__(self, config, device="cpu", precision="fp32"):
+        super().__init__(config, device, precision)
+        pixels = config.image_size ** 2
+        self.modules["generator"] = nn.Linear(config.latent, pixels)
+        self.optimizers["generator"] = torch.optim.Adam(self.modules["generator"].parameters(), lr=config.lr)
+
+    @classmethod
+    def conditional(cls, config):
+        return False
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
+        generator = self.modules["generator"]
+        z = torch.randn(batch.image.shape[0], self.config.latent)
+        fake = torch.sigmoid(generator(z)).view_as(batch.image)
+        loss = (fake - batch.image).pow(2).mean()
+        if step == self.config.explode_at:
+            loss = loss * float("nan")
+        self.optimizers["generator"].zero_grad()
+        self.precision.backward(loss)
+        self.precision.step(self.optimizers["generator"])
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def sample(self, count, generator, *, labels=None, sampler=None):
+        z = torch.randn(count, self.config.latent, generator=generator)
+        return torch.sigmoid(self.modules["generator"](z)).view(count, 1, self.config.image_size, -1)
+
+
+@pytest.fixture(autouse=True)
+def tiny_family(monkeypatch):
+    monkeypatch.setitem(registry._FAMILIES, "tiny", f"{__name__}:TinyFamily")
+
+
+def make_spec(store, dataset, version="1", **changes) -> TrainSpec:
+    values = dict(job_id="job", family="tiny", config={"image_size": 16}, dataset=dataset, model_name="tiny",
+                  version=version, store_uri=store.uri, steps=6, batch_size=2, checkpoint_interval=3,
+                  log_interval=1, seed=5)
+    values.update(changes)
+    return TrainSpec(**values)
+
+
+def final_weights(store, spec) -> dict[str, torch.Tensor]:
+    return load_safetensors(store.get_bytes(f"{spec.prefix}/weights.safetensors"))
+
+
+def test_step_batches_are_a_function_of_step_and_disjoint_across_ranks():
+    first = StepBatches(40, 4, seed=1, rank=0, world_size=2)
+    second = StepBatches(40, 4, seed=1, rank=1, world_size=2)
+    fresh = StepBatches(40, 4, seed=1, rank=0, world_size=2)
+    for step in (0, 3, 4, 7, 12):
+        assert np.array_equal(first.indices(step), fresh.indices(step))
+        assert not set(first.indices(step)) & set(second.indices(step))
+    epoch = np.concatenate([first.indices(s) for s in range(5)] + [second.indices(s) for s in range(5)])
+    assert sorted(epoch) == list(range(40)), "one epoch visits every item once"
+    assert not np.array_equal(first.indices(0), first.indices(5)), "epochs are reshuffled"
+
+
+def test_too_small_split_is_a_failed_precondition():
+    with pytest.raises(FailedPrecondition, match="fewer than batch size 8 x 2 workers"):
+        StepBatches(10, 8, seed=0, rank=0, world_size=2)
+
+
+def test_training_publishes_a_complete_model_version(store, tiny_dataset):
+    spec = make_spec(store, tiny_dataset)
+    result = train_worker(spec, WorkerContext())
+    assert result["step"] == 6
+    manifest = store.read_manifest(spec.prefix, verify=True)
+    assert set(manifest["files"]) == {"weights.safetensors", "optimizer.safetensors", "training_state.json",
+                                      "config.json", "metrics.json", "samples.png"}
+    config = store.get_json(f"{spec.prefix}/config.json")
+    assert config["family"] == "tiny" and config["dataset"] == tiny_dataset and config["seed"] == 5
+    assert config["config"]["image_size"] == 16 and config["ctsynth_version"]
+    history = store.get_json(f"{spec.prefix}/metrics.json")["history"]
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert latest_checkpoint(store, spec.prefix)[0] == 3
+    from PIL import Image
+    import io
+    assert Image.open(io.BytesIO(store.get_bytes(f"{spec.prefix}/samples.png"))).size == (64, 64)
+
+
+def test_resume_from_a_checkpoint_continues_bit_for_bit(store, tiny_dataset):
+    straight = make_spec(store, tiny_dataset, version="1")
+    train_worker(straight, WorkerContext())
+    interrupted = make_spec(store, tiny_dataset, version="2")
+    train_worker(interrupted, WorkerContext())
+    # Forget everything after the step-3 checkpoint, as if the worker died at step 4.
+    for name in store.read_manifest(interrupted.prefix)["files"]:
+        store.delete(f"{interrupted.prefix}/{name}")
+    store.delete(f"{interrupted.prefix}/manifest.json")
+    train_worker(interrupted, WorkerContext())
+    a, b = final_weights(store, straight), final_weights(store, interrupted)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    history = store.get_json(f"{interrupted.prefix}/metrics.json")["history"]
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
+
+
+def test_checkpoint_round_trip_is_exact(store, tiny_dataset):
+    family = TinyFamily(TinyConfig(image_size=16))
+    batch = Batch(image=torch.rand(2, 1, 16, 16))
+    family.train_step(batch, 0)
+    copy = TinyFamily(TinyConfig(image_size=16))
+    checkpoint.load_weights_bytes(copy, checkpoint.weights_bytes(family))
+    tensors, meta = checkpoint.training_state(family, step=1)
+    torch.manual_seed(0)
+    expected = family.train_step(batch, 1)
+    checkpoint.restore_training_state(copy, tensors, meta)
+    torch.manual_seed(0)
+    assert copy.train_step(batch, 1) == expected
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(store, tiny_dataset):
+    spec = make_spec(store, tiny_dataset, config={"image_size": 16, "explode_at": 4})
+    with pytest.raises(NonFiniteLoss, match="loss loss became nan at step 4"):
+        train_worker(spec, WorkerContext())
+    assert latest_checkpoint(store, spec.prefix)[0] == 3
+    assert not store.exists(f"{spec.prefix}/manifest.json")
+
+
+def test_cancel_marker_stops_training_without_publishing(store, tiny_dataset):
+    spec = make_spec(store, tiny_dataset)
+    store.put_json(f"{spec.prefix}/{CANCEL}", {})
+    assert train_worker(spec, WorkerContext())["cancelled"] is True
+    assert not store.exists(f"{spec.prefix}/manifest.json")
+
+
+def test_masks_required_but_absent_is_a_failed_precondition(store, tmp_path, monkeypatch):
+    from tests.training.conftest import publish_dataset
+
+    dataset = publish_dataset(store, "clean", tmp_path / "clean", with_nodules=False)
+    monkeypatch.setattr(TinyFamily, "needs_masks", True)
+    with pytest.raises(FailedPrecondition, match="needs tumor masks"):
+        train_worker(make_spec(store, dataset), WorkerContext())

@@ -1,0 +1,146 @@
+"""TrainingService through a real gRPC server, training on a local Ray instance."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from ctsynth.client import open_channel
+from ctsynth.config import ServerSettings
+from ctsynth.models.loading import load_model
+from ctsynth.rpc.server import build_server
+from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
+from tests.training.conftest import publish_dataset
+
+State = common_pb2.JobState
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    os.environ.setdefault("CTSYNTH_RAY_DASHBOARD", "0")
+    root = tmp_path_factory.mktemp("training-service")
+    settings = ServerSettings(store_uri=(root / "store").as_uri(), port=0, grace_seconds=1.0)
+    host = build_server(["training"], settings)
+    store = host.servicers["training"]._store
+    publish_dataset(store, "tiny", root / "tiny")
+    publish_dataset(store, "clean", root / "clean", with_nodules=False)
+    channel = open_channel(host.address)
+    yield training_pb2_grpc.TrainingServiceStub(channel), store
+    channel.close()
+    host.stop(0)
+
+
+def request(family="dcgan", dataset="tiny", steps=4, **fields) -> training_pb2.SubmitTrainingRequest:
+    hyper = struct_pb2.Struct()
+    hyper.update(fields.pop("hyperparameters", {}))
+    fields.setdefault("batch_size", 2)
+    return training_pb2.SubmitTrainingRequest(
+        family=family, dataset=dataset, budget=training_pb2.Budget(steps=steps), hyperparameters=hyper, **fields)
+
+
+def run_to_end(stub, job) -> tuple[common_pb2.Job, list[common_pb2.JobEvent]]:
+    events = list(stub.WatchJob(common_pb2.WatchJobRequest(job_id=job.id), timeout=300))
+    return stub.GetJob(common_pb2.GetJobRequest(job_id=job.id)), events
+
+
+def test_dcgan_trains_with_two_ray_workers_and_registers_a_model(service):
+    stub, store = service
+    job = stub.SubmitTraining(request(steps=4, checkpoint_interval=2, scaling=training_pb2.Scaling(workers=2)))
+    final, events = run_to_end(stub, job)
+    assert final.state == State.JOB_STATE_SUCCEEDED, final.error.message
+    assert final.result == "dcgan:1"
+    steps = [e.progress.done for e in events if e.progress.stage == "training"]
+    assert steps[-1] == 4 and steps == sorted(steps)
+    assert any("images_per_s" in e.metrics for e in events)
+    assert any(e.artifact.uri.endswith("checkpoints/000000002/samples.png") for e in events)
+    model = stub.GetModel(common_pb2.GetModelRequest(model="dcgan:latest"))
+    assert model.family == "dcgan" and model.dataset == "tiny:1" and model.step == 4
+    assert len(model.weights.sha256) == 64 and model.samples.uri.endswith("samples.png")
+    assert [m.name for m in stub.ListModels(common_pb2.ListModelsRequest()).models] == ["dcgan"]
+    loaded = load_model(store, "dcgan:1")
+    assert loaded.config["workers"] == 2
+    import torch
+    assert loaded.family.sample(2, torch.Generator().manual_seed(0)).shape == (2, 1, 16, 16)
+
+
+def test_resubmitting_the_same_request_returns_the_same_job(service):
+    stub, _ = service
+    first = stub.SubmitTraining(request(steps=2, name="again"))
+    run_to_end(stub, first)
+    again = stub.SubmitTraining(request(steps=2, name="again"))
+    assert again.id == first.id and again.state == State.JOB_STATE_SUCCEEDED
+
+
+@pytest.mark.parametrize(("req", "code", "text"), [
+    (request(family="vqgan"), grpc.StatusCode.INVALID_ARGUMENT, "family: unknown model family 'vqgan'"),
+    (request(hyperparameters={"lr_g": 1e-4, "bogus": 1}), grpc.StatusCode.INVALID_ARGUMENT, "bogus: unknown hyperparameter"),
+    (request(hyperparameters={"image_size": 4}), grpc.StatusCode.INVALID_ARGUMENT, "image_size"),
+    (request(dataset="missing"), grpc.StatusCode.NOT_FOUND, "no dataset named 'missing'"),
+    (request(dataset="tiny:7"), grpc.StatusCode.NOT_FOUND, "has no version 7"),
+    (request(dataset="Bad Name!"), grpc.StatusCode.INVALID_ARGUMENT, "dataset"),
+    (request(family="unet_gan", dataset="clean"), grpc.StatusCode.FAILED_PRECONDITION, "needs tumor masks"),
+    (request(steps=-3), grpc.StatusCode.INVALID_ARGUMENT, "steps"),
+    (request(scaling=training_pb2.Scaling(workers=-1)), grpc.StatusCode.INVALID_ARGUMENT, "scaling.workers"),
+    (request(split="holdout"), grpc.StatusCode.INVALID_ARGUMENT, "split"),
+], ids=["family", "unknown-hyper", "range", "dataset", "version", "bad-ref", "no-masks", "steps", "workers", "split"])
+def test_bad_requests_are_refused_naming_the_field(service, req, code, text):
+    stub, _ = service
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitTraining(req)
+    assert err.value.code() == code
+    assert text in err.value.details()
+
+
+def test_a_failure_inside_the_workers_fails_the_job_without_retries(service):
+    stub, _ = service
+    final, _ = run_to_end(stub, stub.SubmitTraining(request(steps=2, batch_size=64, name="toolarge")))
+    assert final.state == State.JOB_STATE_FAILED
+    assert final.error.code == "FAILED_PRECONDITION" and "fewer than batch size 64" in final.error.message
+
+
+def _progress_step(store, prefix) -> int:
+    key = f"{prefix}/progress.json"
+    return store.get_json(key)["step"] if store.exists(key) else 0
+
+
+def test_cancel_stops_training_and_keeps_checkpoints(service):
+    stub, store = service
+    job = stub.SubmitTraining(request(steps=100000, checkpoint_interval=3, name="cancelled"))
+    deadline = time.monotonic() + 120
+    while _progress_step(store, "models/cancelled/1") < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stub.CancelJob(common_pb2.CancelJobRequest(job_id=job.id)).state in (
+        State.JOB_STATE_CANCELLING, State.JOB_STATE_CANCELLED)
+    final, _ = run_to_end(stub, job)
+    assert final.state == State.JOB_STATE_CANCELLED
+    assert any(info.key.endswith("manifest.json") for info in store.list("models/cancelled/1/checkpoints/"))
+    assert not store.exists("models/cancelled/1/manifest.json")
+
+
+def _ray_worker_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(service):
+    stub, store = service
+    steps = 60
+    job = stub.SubmitTraining(request(steps=steps, checkpoint_interval=5, name="killed"))
+    deadline = time.monotonic() + 120
+    while _progress_step(store, "models/killed/1") < 7 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    victims = _ray_worker_pids()
+    assert victims, "no Ray Train worker process found"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    final, _ = run_to_end(stub, job)
+    assert final.state == State.JOB_STATE_SUCCEEDED, final.error.message
+    history = store.get_json("models/killed/1/metrics.json")["history"]
+    assert history[-1]["step"] == steps
+    assert [h["step"] for h in history] == sorted(h["step"] for h in history), "no step was recorded twice"
