@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from google.protobuf import json_format, struct_pb2
 
+from ctsynth.cli.status import service_health
 from ctsynth.client.jobs import follow
 from ctsynth.client import SamplingClient, open_channel
 from ctsynth.client.connection import resolve_target
@@ -90,6 +91,25 @@ def small_plan() -> DemoPlan:
     ))
 
 
+def tiny_plan() -> DemoPlan:
+    """A few steps of tiny networks: the demo as the test suite runs it,
+    every sample format included."""
+    unet = _unet((8, 16), (False, False), num_train_timesteps=20, num_heads=1)
+    vae = {"autoencoder_channels": [8, 8, 8], "latent_channels": 2, "norm_num_groups": 8, "mid_attention": False,
+           "adversarial": "none"}
+    ddim = {"kind": "ddim", "steps": 4}
+    return DemoPlan(scans=2, slice_size=32, volume_size=16, sample_count=2, eval_count=16, models=(
+        ModelPlan("demo-dcgan", "dcgan", 2, 4, {"latent_dim": 8, "generator_widths": [8, 8, 4],
+                                                "discriminator_widths": [4, 4, 8, 8]}),
+        ModelPlan("demo-unet-gan", "unet_gan", 2, 4, {"base_channels": 4, "max_channels": 8, "bottleneck_size": 8,
+                                                      "patch_grid": 8}, sample_format="dicom"),
+        ModelPlan("demo-vae", "vae", 2, 4, vae, sample_format="png16"),
+        ModelPlan("demo-ldm", "ldm", 2, 4, {"autoencoder": "demo-vae", "conditional": True, **unet},
+                  sample_format="float16", sampler=ddim),
+        ModelPlan("demo-ddpm3d", "ddpm3d", 2, 1, unet, sample_format="nifti", sampler=ddim),
+    ))
+
+
 def big_plan() -> DemoPlan:
     """For a GPU machine: 128x128 slices, 64^3 volumes, longer training."""
     small = small_plan()
@@ -151,7 +171,7 @@ class Demo:
         folder = self.out / "samples" / model.name
         SamplingClient(self.channels["sampling"]).save(
             folder, reference, self.plan.sample_count, seed=self.plan.seed, format=model.sample_format,
-            sampler=model.sampler.get("kind"), steps=model.sampler.get("steps"), progress=True)
+            sampler=model.sampler.get("kind"), steps=model.sampler.get("steps", 0), progress=True)
         return folder
 
     def evaluate(self, model: ModelPlan, reference: str) -> evaluation_pb2.Report:
@@ -167,8 +187,16 @@ class Demo:
             dataset=DATASET, split="test", seed=self.plan.seed)))
         return stub.GetReport(evaluation_pb2.GetReportRequest(report_id=job.result))
 
+    def check_services(self) -> None:
+        """Fail fast, before any work, when a service does not answer."""
+        for name, channel in self.channels.items():
+            health = service_health(channel, [name])[name]
+            if health != "SERVING":
+                raise RuntimeError(f"the {name} service is {health}")
+
     def run(self) -> Path:
         started = time.perf_counter()
+        self.check_services()
         dataset = self.ingest(self.phantoms())
         rows = []
         for model in self.plan.models:

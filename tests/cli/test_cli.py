@@ -91,8 +91,8 @@ def test_bad_input_exits_nonzero_with_reason(args, env, needle):
     assert needle in result.stderr
 
 
-def test_demo_reports_services_and_pending_stages(tmp_path):
-    result = run_cli("--store", (tmp_path / "s").as_uri(), "demo")
-    assert result.returncode == 0, result.stderr
-    assert "ingest SERVING" in result.stdout and "evaluation SERVING" in result.stdout
-    assert "not there yet (issue 3)" in result.stdout
+def test_demo_against_an_unreachable_target_fails_with_one_line(tmp_path):
+    result = run_cli("--store", (tmp_path / "s").as_uri(), "--target", "127.0.0.1:1", "demo",
+                     "--out", str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("ctsynth: error:")

@@ -26,7 +26,8 @@ def summary(**overrides) -> dict:
     values = {"id": "evaluation-1", "model": "dcgan:1", "synthetic_dataset": "", "dataset": "tiny:1",
               "split": "test", "spatial_dims": 2, "domain_extractor": "ctfeat2d-tiny-1:1", "created": "now",
               "plan": {"model": {"count": 16}, "repeats": 3, "seed": "0"}, "memorization_pairs": [],
-              "metrics": [{"name": "fid", "failed": True, "error": "fid: <b>no</b> weights", "feature_space": "inception"},
+              "metrics": [{"name": "fid", "failed": True, "error": "fid: <b>no</b> weights",
+                           "feature_space": "inception"},
                           {"name": "ct-fid", "value": 1.5, "std": 0.25, "repeats": 3, "details": {"recall": 0.5}}]}
     return {**values, **overrides}
 

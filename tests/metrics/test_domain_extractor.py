@@ -26,7 +26,8 @@ def test_trains_publishes_and_loads_as_a_feature_space(tmp_path, dims):
     config = DomainExtractorConfig(spatial_dims=dims, widths=(4, 8), steps=3, batch_size=4)
     model, history = train_domain_extractor(images, labels, config, CPU)
     assert len(history) == 3 and {"tumor_loss", "rotation_loss", "tumor_accuracy"} <= set(history[-1])
-    reference = publish_domain_extractor(store, extractor_name("tiny", "1", f"{dims}d"), model, config, "tiny:1", history)
+    name = extractor_name("tiny", "1", f"{dims}d")
+    reference = publish_domain_extractor(store, name, model, config, "tiny:1", history)
     assert reference == f"ctfeat{dims}d-tiny-1:1"
     assert find_domain_extractor(store, f"ctfeat{dims}d-tiny-1", config, "tiny:1") == reference
     assert find_domain_extractor(store, f"ctfeat{dims}d-tiny-1", config, "tiny:2") is None

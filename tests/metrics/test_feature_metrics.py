@@ -40,7 +40,8 @@ def test_kid_separates_shifted_sets_and_checks_its_subset_size():
     near, _ = kid("kid", real, rng.normal(size=(50, 8)).astype(np.float32), subsets=20)
     far, _ = kid("kid", real, rng.normal(size=(50, 8)).astype(np.float32) + 2, subsets=20)
     assert abs(near) < 0.05 < far
-    with pytest.raises(MetricError, match=r"kid: the KID subset size 51 is larger than the synthetic set \(50 samples\)"):
+    too_large = r"kid: the KID subset size 51 is larger than the synthetic set \(50 samples\)"
+    with pytest.raises(MetricError, match=too_large):
         kid("kid", real, real[:50], subset_size=51)
 
 

@@ -12,7 +12,7 @@ from ctsynth.metrics.frechet import FeatureStatistics, frechet_distance, psd_sqr
 
 def gaussian(mu: np.ndarray, variances: np.ndarray) -> FeatureStatistics:
     sigma = np.diag(variances)
-    return FeatureStatistics(mu, sigma, psd_sqrt(sigma), 1000)
+    return FeatureStatistics(mu, sigma, 1000, psd_sqrt(sigma))
 
 
 def scipy_frechet(mu1, sigma1, mu2, sigma2, eps=1e-6) -> float:
@@ -40,7 +40,8 @@ def test_saved_features_match_scipy_sqrtm_and_torch_fidelity(tmp_path):
     np.save(tmp_path / "real.npy", rng.normal(size=(300, 32)) @ mixing)
     np.save(tmp_path / "fake.npy", (rng.normal(size=(200, 32)) @ mixing) * 1.2 + 0.3)
     real, fake = np.load(tmp_path / "real.npy"), np.load(tmp_path / "fake.npy")
-    ours = frechet_distance(FeatureStatistics.from_features(real), FeatureStatistics.from_features(fake))
+    ours = frechet_distance(FeatureStatistics.from_features(real, reference=True),
+                            FeatureStatistics.from_features(fake))
     independent = scipy_frechet(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
     assert ours == pytest.approx(independent, rel=1e-8)
     tf = fid_statistics_to_metric({"mu": real.mean(0), "sigma": np.cov(real, rowvar=False)},
@@ -58,8 +59,10 @@ def test_fewer_samples_than_dimensions_stay_finite_and_agree():
 
 
 def test_statistics_survive_their_array_form():
-    stats = FeatureStatistics.from_features(np.random.default_rng(4).normal(size=(10, 3)))
+    stats = FeatureStatistics.from_features(np.random.default_rng(4).normal(size=(10, 3)), reference=True)
     again = FeatureStatistics.from_arrays(stats.arrays())
     assert again.count == 10 and np.array_equal(again.sigma, stats.sigma) and np.array_equal(again.root, stats.root)
+    assert np.allclose(again.root @ again.root, stats.sigma)
+    assert FeatureStatistics.from_arrays(FeatureStatistics.from_features(np.eye(3)).arrays()).root is None
     with pytest.raises(ValueError, match="N >= 2"):
         FeatureStatistics.from_features(np.ones((1, 3)))

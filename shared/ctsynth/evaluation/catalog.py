@@ -14,7 +14,7 @@ import numpy as np
 
 from ctsynth.evaluation.run import EvaluationRun
 from ctsynth.metrics import feature_metrics
-from ctsynth.metrics.checks import MetricError, check_pair
+from ctsynth.metrics.checks import MetricError, check_images, check_pair, check_same_shape
 from ctsynth.metrics.efficiency import REFERENCE_COUNT, training_cost
 from ctsynth.metrics.memorization import memorization
 from ctsynth.metrics.planes import PLANES, PlaneFeatures
@@ -43,46 +43,56 @@ class MetricSpec:
 
 
 def _checked(run: EvaluationRun, name: str, draw: int) -> np.ndarray:
+    """The draw's images, checked against the real split's pixels."""
     synthetic = run.draws[draw].images
     check_pair(name, run.real().images, synthetic)
     return synthetic
 
 
+def _comparable(run: EvaluationRun, name: str, draw: int) -> None:
+    """Checks for a feature-space metric: the real pixels are checked when
+    they are featurized, so a cached real set is never read."""
+    synthetic = run.draws[draw].images
+    check_images(name, synthetic, "the synthetic set")
+    check_same_shape(name, run.real_item_shape(), synthetic.shape[1:])
+
+
 def _fid(run: EvaluationRun, draw: int) -> Outcome:
-    _checked(run, "fid", draw)
+    _comparable(run, "fid", draw)
     space = run.space("inception")
-    return Outcome(feature_metrics.fid("fid", run.real_features(space).statistics,
+    return Outcome(feature_metrics.fid("fid", run.real_features(space, "fid").statistics,
                                        run.synthetic_features(space, draw)))
 
 
 def _kid(run: EvaluationRun, draw: int) -> Outcome:
-    _checked(run, "kid", draw)
+    _comparable(run, "kid", draw)
     space = run.space("inception")
-    mean, std = feature_metrics.kid("kid", run.real_features(space).features, run.synthetic_features(space, draw),
+    mean, std = feature_metrics.kid("kid", run.real_features(space, "kid").features,
+                                    run.synthetic_features(space, draw),
                                     subset_size=run.plan.kid_subset_size, subsets=run.settings.kid_subsets,
                                     seed=run.plan.seed)
     return Outcome(mean, {"subset_std": std})
 
 
 def _pr(run: EvaluationRun, draw: int) -> Outcome:
-    _checked(run, "pr", draw)
+    _comparable(run, "pr", draw)
     space = run.space("inception")
-    result = feature_metrics.precision_recall("pr", run.real_features(space).features,
+    result = feature_metrics.precision_recall("pr", run.real_features(space, "pr").features,
                                               run.synthetic_features(space, draw))
     return Outcome(result["precision"], result)
 
 
 def _ct_precision_recall(run: EvaluationRun, name: str, draw: int) -> dict[str, float]:
     space = run.space("ct")
-    return feature_metrics.precision_recall(name, run.real_features(space).features,
+    return feature_metrics.precision_recall(name, run.real_features(space, name).features,
                                             run.synthetic_features(space, draw))
 
 
 def _ct_fid(run: EvaluationRun, draw: int) -> Outcome:
     """FID, KID and PR in the CT extractor's feature space."""
-    _checked(run, "ct-fid", draw)
+    _comparable(run, "ct-fid", draw)
     space = run.space("ct")
-    real, synthetic = run.real_features(space), run.synthetic_features(space, draw)
+    real, synthetic = run.real_features(space, "ct-fid"), run.synthetic_features(space, draw)
     kid, kid_std = feature_metrics.kid("ct-fid", real.features, synthetic, subset_size=run.plan.kid_subset_size,
                                        subsets=run.settings.kid_subsets, seed=run.plan.seed)
     return Outcome(feature_metrics.fid("ct-fid", real.statistics, synthetic),
@@ -90,20 +100,20 @@ def _ct_fid(run: EvaluationRun, draw: int) -> Outcome:
 
 
 def _fid_3d(run: EvaluationRun, draw: int) -> Outcome:
-    _checked(run, "fid-3d", draw)
+    _comparable(run, "fid-3d", draw)
     space = run.space("med3d")
-    return Outcome(feature_metrics.fid("fid-3d", run.real_features(space).statistics,
+    return Outcome(feature_metrics.fid("fid-3d", run.real_features(space, "fid-3d").statistics,
                                        run.synthetic_features(space, draw)))
 
 
 def _fid_25d(run: EvaluationRun, draw: int) -> Outcome:
     """The mean of the axial, coronal and sagittal slice FIDs (MAISI's 2.5D FID)."""
-    _checked(run, "fid-2.5d", draw)
+    _comparable(run, "fid-2.5d", draw)
     base = run.space("inception" if run.plan.inception_weights else "ct-planes")
     per_plane = {}
     for plane in PLANES:
         space = PlaneFeatures(base, plane, run.settings.slices_per_axis)
-        per_plane[plane] = feature_metrics.fid("fid-2.5d", run.real_features(space).statistics,
+        per_plane[plane] = feature_metrics.fid("fid-2.5d", run.real_features(space, "fid-2.5d").statistics,
                                                run.synthetic_features(space, draw))
     return Outcome(float(np.mean(list(per_plane.values()))), per_plane, feature_space=base.name)
 
@@ -130,8 +140,9 @@ def _memorization(run: EvaluationRun, draw: int) -> Outcome:
     check_pair("memorization", train.images, synthetic)
     pixels = memorization(synthetic, train.images, heldout.images)
     space = run.space("ct")
-    features = memorization(run.synthetic_features(space, draw), run.real_features(space, "train").features,
-                            run.real_features(space, run.heldout_split).features)
+    features = memorization(run.synthetic_features(space, draw),
+                            run.real_features(space, "memorization", "train").features,
+                            run.real_features(space, "memorization", run.heldout_split).features)
     return Outcome(pixels.fraction, {
         "feature_fraction": features.fraction, "pixel_threshold": pixels.threshold,
         "feature_threshold": features.threshold, "median_distance": float(np.median(pixels.synthetic_distances)),

@@ -27,6 +27,7 @@ from ctsynth.metrics.domain_extractor import (DomainExtractorConfig, DomainFeatu
                                               find_domain_extractor, load_domain_extractor,
                                               publish_domain_extractor, train_domain_extractor)
 from ctsynth.metrics.feature_cache import FeatureCache, FeatureSpace, RealFeatures
+from ctsynth.metrics.checks import check_images
 from ctsynth.metrics.inception import HOW_TO as INCEPTION_HOW_TO
 from ctsynth.metrics.inception import InceptionFeatures
 from ctsynth.metrics.med3d import HOW_TO as MED3D_HOW_TO
@@ -107,12 +108,29 @@ class EvaluationRun:
                 return split
         raise FailedPrecondition(f"dataset {self.plan.dataset} has no held-out split (test or validation)")
 
-    def real_features(self, space: FeatureSpace, split: str | None = None) -> RealFeatures:
+    def real_item_shape(self) -> tuple[int, ...]:
+        """(C, *spatial) of a real item as compared, without reading any (from
+        the manifest; a model's resolution for a model)."""
+        dims = self.plan.spatial_dims
+        stored = self.manifest.get("slice_shape" if dims == 2 else "volume_shape")
+        if self.plan.model is not None:
+            return (1,) + (self.side,) * dims
+        return (1, *stored) if stored else self.real().images.shape[1:]
+
+    def real_features(self, space: FeatureSpace, metric: str, split: str | None = None) -> RealFeatures:
+        """Features of a real split, from the cache; on a miss the split is
+        read, checked for `metric` (NaN, constant images) and featurized."""
         split = split or self.plan.split
         items = split_size(self.manifest, split, self.plan.spatial_dims, self.settings.max_real_items)
-        self.reporter.progress(f"{space.name} features of the {split} split", 0, 1, "sets")
+
+        def images() -> np.ndarray:
+            self.reporter.progress(f"{space.name} features of the {split} split", 0, items, "images")
+            pixels = self.real(split).images
+            check_images(metric, pixels, f"the real {split} split")
+            return pixels
+
         return self.cache.real(self.plan.dataset_name, self.plan.dataset_version, split, space, self.side, items,
-                               lambda: self.real(split).images)
+                               images)
 
     def synthetic_features(self, space: FeatureSpace, draw: int) -> np.ndarray:
         key = (space.id, draw)

@@ -53,7 +53,9 @@ class EvaluationSettings:
             raise ValueError(f"CTSYNTH_EVAL_DEVICE={self.device!r} is not a torch device (cpu, cuda, cuda:1)") from None
 
     def weights_dir(self) -> Path:
-        return Path(self.weights_cache) if self.weights_cache else Path(platformdirs.user_cache_dir("ctsynth")) / "weights"
+        if self.weights_cache:
+            return Path(self.weights_cache)
+        return Path(platformdirs.user_cache_dir("ctsynth")) / "weights"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "EvaluationSettings":

@@ -38,21 +38,21 @@ def check_images(metric: str, images: np.ndarray, what: str) -> None:
                                   "everywhere): nothing to compare")
 
 
-def check_same_shape(metric: str, real: np.ndarray, synthetic: np.ndarray) -> None:
-    """Both sets hold items of one shape and dimensionality."""
-    if real.ndim != synthetic.ndim:
-        raise MetricError(metric, f"the real set is {real.ndim - 2}D {real.shape[1:]} and the synthetic set "
-                                  f"{synthetic.ndim - 2}D {synthetic.shape[1:]}: compare like with like")
-    if real.shape[1:] != synthetic.shape[1:]:
-        raise MetricError(metric, f"real items are {real.shape[1:]} and synthetic items {synthetic.shape[1:]}: "
-                                  "the shapes differ")
+def check_same_shape(metric: str, real: tuple[int, ...], synthetic: tuple[int, ...]) -> None:
+    """Items (C, *spatial) of both sets have one shape and dimensionality."""
+    real, synthetic = tuple(real), tuple(synthetic)
+    if len(real) != len(synthetic):
+        raise MetricError(metric, f"the real set is {len(real) - 1}D {real} and the synthetic set "
+                                  f"{len(synthetic) - 1}D {synthetic}: compare like with like")
+    if real != synthetic:
+        raise MetricError(metric, f"real items are {real} and synthetic items {synthetic}: the shapes differ")
 
 
 def check_pair(metric: str, real: np.ndarray, synthetic: np.ndarray) -> None:
     """Every check a comparison of two image sets needs."""
     check_images(metric, real, "the real set")
     check_images(metric, synthetic, "the synthetic set")
-    check_same_shape(metric, real, synthetic)
+    check_same_shape(metric, real.shape[1:], synthetic.shape[1:])
 
 
 def check_count(metric: str, count: int, minimum: int, what: str, why: str) -> None:

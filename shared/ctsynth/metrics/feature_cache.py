@@ -68,7 +68,7 @@ class FeatureCache:
         if cached is not None:
             return cached
         features = np.ascontiguousarray(space.features(images()), dtype=np.float32)
-        entry = RealFeatures(features, FeatureStatistics.from_features(features))
+        entry = RealFeatures(features, FeatureStatistics.from_features(features, reference=True))
         self.store.put(key, save_arrays({"features": features, **entry.statistics.arrays()},
                                         metadata={"extractor": space.id, "items": str(len(features))}))
         return entry

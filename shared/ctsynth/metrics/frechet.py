@@ -27,35 +27,39 @@ def psd_sqrt(matrix: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FeatureStatistics:
-    """Mean, covariance (unbiased, as np.cov) and its square root of (N, D) features."""
+    """Mean, covariance (unbiased, as np.cov) and, for a reference set, the
+    covariance's square root of (N, D) features."""
 
     mu: np.ndarray  # (D,) float64
     sigma: np.ndarray  # (D, D) float64
-    root: np.ndarray  # sigma^½, (D, D) float64
     count: int
+    root: np.ndarray | None = None  # sigma^½, (D, D) float64
 
     @classmethod
-    def from_features(cls, features: np.ndarray) -> "FeatureStatistics":
+    def from_features(cls, features: np.ndarray, reference: bool = False) -> "FeatureStatistics":
+        """`reference`: also the square root, for use as the first argument of `frechet_distance`."""
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or len(features) < 2:
             raise ValueError(f"statistics need (N >= 2, D) features, got {features.shape}")
         sigma = np.atleast_2d(np.cov(features, rowvar=False))
-        return cls(features.mean(axis=0), sigma, psd_sqrt(sigma), len(features))
+        return cls(features.mean(axis=0), sigma, len(features), psd_sqrt(sigma) if reference else None)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"mu": self.mu, "sigma": self.sigma, "root": self.root, "count": np.array([self.count])}
+        arrays = {"mu": self.mu, "sigma": self.sigma, "count": np.array([self.count])}
+        return arrays if self.root is None else {**arrays, "root": self.root}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "FeatureStatistics":
-        return cls(arrays["mu"], arrays["sigma"], arrays["root"], int(arrays["count"][0]))
+        return cls(arrays["mu"], arrays["sigma"], int(arrays["count"][0]), arrays.get("root"))
 
 
 def frechet_distance(reference: FeatureStatistics, other: FeatureStatistics) -> float:
-    """Squared Fréchet distance between two Gaussians; `reference` brings its
-    cached square root (the real set's)."""
+    """Squared Fréchet distance between two Gaussians; `reference` (the real
+    set) brings its square root, computed here when it has none."""
     if reference.mu.shape != other.mu.shape:
         raise ValueError(f"feature dimensions differ: {reference.mu.shape[0]} and {other.mu.shape[0]}")
+    root = psd_sqrt(reference.sigma) if reference.root is None else reference.root
     diff = reference.mu - other.mu
-    product = reference.root @ other.sigma @ reference.root
+    product = root @ other.sigma @ root
     trace_root = np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0, None)).sum()
     return float(diff @ diff + np.trace(reference.sigma) + np.trace(other.sigma) - 2 * trace_root)

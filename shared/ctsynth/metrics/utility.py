@@ -119,7 +119,7 @@ def utility(train: Labelled, test: Labelled, synthetic: Sequence[Labelled], repe
     _check(metric, train, "the real training split")
     _check(metric, test, "the real test split")
     for number, draw in enumerate(synthetic):
-        check_same_shape(metric, train[0], draw[0])
+        check_same_shape(metric, train[0].shape[1:], draw[0].shape[1:])
         check_count(metric, len(draw[0]), 1, f"synthetic draw {number}", "training a classifier")
     if repeats < 2:
         raise MetricError(metric, f"{repeats} repeat gives no pairs for the Wilcoxon test; use at least 2")

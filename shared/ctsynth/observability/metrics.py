@@ -100,3 +100,9 @@ DEVICE_UTILIZATION = Gauge(
     "Busy fraction of the sampling device: GPU (NVML) or this process's CPU share.",
     ["device"],
 )
+
+TRAINING_IMAGES_PER_SECOND = Gauge(
+    "ctsynth_training_images_per_second",
+    "Real images consumed per second by a running training job (all workers).",
+    ["model"],
+)

@@ -131,12 +131,12 @@ def submit_to_cluster(spec: TrainSpec, address: str) -> str:
     """Submit the run through the Ray Jobs API; returns the Ray job id."""
     from ray.job_submission import JobSubmissionClient
 
-    env = {key: value for key, value in os.environ.items() if key.startswith(("CTSYNTH_S3_", "AWS_"))}
+    # Credentials are not forwarded: the runtime env shows in the Ray
+    # dashboard; cluster pods get them from the chart's Secret.
     client = JobSubmissionClient(address)
     return client.submit_job(
         entrypoint=f"python -m ctsynth.training.ray_driver {shlex.quote(json.dumps(spec.to_json()))}",
         submission_id=f"{spec.job_id}-{spec.version}",
-        runtime_env={"env_vars": env},
         metadata={"ctsynth_job": spec.job_id, "model": f"{spec.model_name}:{spec.version}"},
     )
 

@@ -14,6 +14,7 @@ import time
 
 from ctsynth.jobs import JobCancelled, JobContext, JobResult
 from ctsynth.models.registry import get_family
+from ctsynth.observability.metrics import TRAINING_IMAGES_PER_SECOND
 from ctsynth.registry import Registry, check_name, parse_ref
 from ctsynth.rpc.errors import FailedPrecondition, InvalidArgument, error_from_status
 from ctsynth.storage import ObjectStore
@@ -109,6 +110,8 @@ class _Follower:
                 self.last_step = progress["step"]
                 self.ctx.progress("training", progress["step"], self.spec.steps, "steps")
                 self.ctx.report({k: float(v) for k, v in progress.items() if isinstance(v, (int, float))})
+                TRAINING_IMAGES_PER_SECOND.labels(f"{self.spec.model_name}:{self.spec.version}").set(
+                    float(progress.get("images_per_s", 0.0)))
         for info in self.store.list(f"{prefix}/{CHECKPOINTS}/"):
             if info.key.endswith("/manifest.json") and info.key not in self.checkpoints:
                 self.checkpoints.add(info.key)
