@@ -94,7 +94,7 @@ def small_plan() -> DemoPlan:
 def tiny_plan() -> DemoPlan:
     """A few steps of tiny networks: the demo as the test suite runs it,
     every sample format included."""
-    unet = _unet((8, 16), (False, False), num_train_timesteps=20, num_heads=1)
+    unet = _unet((8, 16), (False, False), num_train_timesteps=20, num_heads=1, sampler_kind="ddim", sampler_steps=4)
     vae = {"autoencoder_channels": [8, 8, 8], "latent_channels": 2, "norm_num_groups": 8, "mid_attention": False,
            "adversarial": "none"}
     ddim = {"kind": "ddim", "steps": 4}

@@ -17,6 +17,7 @@ import torch
 from monai.networks.nets.resnet import ResNet
 from PIL import Image
 
+from ctsynth.evaluation import run as run_module
 from ctsynth.evaluation.plan import DEFAULT_METRICS
 from ctsynth.metrics.inception import WEIGHTS_FILE, InceptionFeatures
 from ctsynth.registry import Registry
@@ -186,8 +187,13 @@ def test_inception_metrics_and_the_real_feature_cache(stub, store, tmp_path, mon
     assert sorted(calls) == [8, 8]  # the test split (8 slices) and the synthetic draw, once for all three
     assert any(info.key.startswith("cache/features/tiny/1/test/inception-v3-compat-")
                for info in store.list("cache/features/"))
+    reads = []
+    original_read = run_module.read_split
+    monkeypatch.setattr(run_module, "read_split", lambda *args, **kw: reads.append((args[2], args[4])) or
+                        original_read(*args, **kw))
     second = by_name(start(stub, count=8, metrics=["fid"], inception_weights=str(weights), sample_seed=1))
     assert len(calls) == 3 and second["fid"].value != first["fid"].value  # only the new synthetic draw
+    assert reads == [("test", 16)]  # the real split is not read back: only the report's 16-image grid
 
 
 # --- bad sets and bad requests ---------------------------------------------------------------

@@ -93,10 +93,20 @@ class EvaluationRun:
         split = split or self.plan.split
         if split not in self._splits:
             self.reporter.progress(f"reading the {split} split", 0, 1, "splits")
-            items = read_split(self.store, self.plan.dataset, split, self.plan.spatial_dims,
-                               self.settings.max_real_items, with_masks=self.plan.spatial_dims == 3)
-            self._splits[split] = resized(items, self.side) if self.plan.model is not None else items
+            self._splits[split] = self._read(split, self.settings.max_real_items)
         return self._splits[split]
+
+    def _read(self, split: str, limit: int) -> ImageSet:
+        items = read_split(self.store, self.plan.dataset, split, self.plan.spatial_dims, limit,
+                           with_masks=self.plan.spatial_dims == 3)
+        return resized(items, self.side) if self.plan.model is not None else items
+
+    def real_preview(self, count: int) -> ImageSet:
+        """A few real items of the plan's split for the report, without
+        reading the whole split when no metric did."""
+        if self.plan.split in self._splits:
+            return self._splits[self.plan.split]
+        return self._read(self.plan.split, count)
 
     @property
     def heldout_split(self) -> str:
