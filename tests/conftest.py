@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+# Hermetic tests: a local stack the developer started (`ctsynth up`) must not
+# capture the commands the tests run, nor a test's stack theirs. Subprocesses
+# inherit this too.
+os.environ["CTSYNTH_STATE_DIR"] = tempfile.mkdtemp(prefix="ctsynth-test-state-")
+os.environ.setdefault("CTSYNTH_RAY_DASHBOARD", "0")
 
 from ctsynth.data.lidc import scans_for_patients
 from ctsynth.data.phantom import write_phantoms

@@ -127,7 +127,7 @@ class Demo:
         self.plan, self.store, self.out, self.say = plan, store, Path(out), say
         self.channels = {name: open_channel(resolve_target(target, [name]))
                          for name in ("ingest", "training", "sampling", "evaluation")}
-        self.stage, self.stages = 0, 4 + 3 * len(plan.models)
+        self.stage, self.stages = 0, 3 + 3 * len(plan.models)
 
     def close(self) -> None:
         for channel in self.channels.values():

@@ -23,7 +23,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ctsynth.services import SERVICES
 
-STATE_FILE = Path(platformdirs.user_data_dir("ctsynth")) / "stack.json"
+
+
+def default_state_file() -> Path:
+    """Where the running stack is recorded: CTSYNTH_STATE_DIR (tests set it)
+    or the user's data dir."""
+    return Path(os.environ.get("CTSYNTH_STATE_DIR") or platformdirs.user_data_dir("ctsynth")) / "stack.json"
 
 
 @dataclass(frozen=True)
@@ -55,8 +60,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def current(state_file: Path = STATE_FILE) -> Stack | None:
+def current(state_file: Path | None = None) -> Stack | None:
     """The running stack, or None (a stale state file is removed)."""
+    state_file = state_file or default_state_file()
     if not state_file.exists():
         return None
     try:
@@ -87,8 +93,9 @@ def _wait_serving(address: str, service: str, process: subprocess.Popen, timeout
     raise TimeoutError(f"the {service} service at {address} was not serving after {timeout:.0f} s")
 
 
-def up(store: str, *, state_file: Path = STATE_FILE, timeout: float = 120.0, env: dict | None = None) -> Stack:
+def up(store: str, *, state_file: Path | None = None, timeout: float = 120.0, env: dict | None = None) -> Stack:
     """Start every service as its own process (or return the running stack)."""
+    state_file = state_file or default_state_file()
     running = current(state_file)
     if running is not None:
         return running
@@ -122,8 +129,9 @@ def up(store: str, *, state_file: Path = STATE_FILE, timeout: float = 120.0, env
     return stack
 
 
-def down(state_file: Path = STATE_FILE, grace: float = 30.0) -> bool:
+def down(state_file: Path | None = None, grace: float = 30.0) -> bool:
     """SIGTERM every service of the stack (SIGKILL after `grace`); False if none ran."""
+    state_file = state_file or default_state_file()
     stack = current(state_file)
     if stack is None:
         return False

@@ -96,3 +96,18 @@ def test_demo_against_an_unreachable_target_fails_with_one_line(tmp_path):
                      "--out", str(tmp_path / "out"))
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("ctsynth: error:")
+
+
+def test_up_then_commands_use_the_stack_then_down(tmp_path):
+    store = (tmp_path / "s").as_uri()
+    up = run_cli("--store", store, "up")
+    assert up.returncode == 0, up.stderr
+    try:
+        assert "CTSYNTH_TARGET=ingest=127.0.0.1:" in up.stdout
+        status = run_cli("status")
+        assert status.returncode == 0 and "ingest=127.0.0.1:" in status.stdout, status.stdout
+        assert status.stdout.count("SERVING") == 4
+    finally:
+        down = run_cli("down")
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert "no local stack" in run_cli("down").stdout

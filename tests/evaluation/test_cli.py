@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ctsynth import stack
 from ctsynth.cli.main import main
 from ctsynth.storage import open_store
 from tests.sampling.conftest import train
@@ -12,6 +13,7 @@ from tests.training.conftest import publish_dataset
 
 @pytest.fixture
 def store_uri(tmp_path, monkeypatch):
+    monkeypatch.setattr(stack, "current", lambda: None)  # in-process services even when `ctsynth up` runs here
     for name, value in {"CTSYNTH_EVAL_EXTRACTOR_STEPS": "3", "CTSYNTH_EVAL_DEVICE": "cpu",
                         "CTSYNTH_SAMPLING_DEVICE": "cpu", "CTSYNTH_WEIGHTS_CACHE": str(tmp_path / "weights")}.items():
         monkeypatch.setenv(name, value)

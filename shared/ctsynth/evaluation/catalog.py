@@ -162,8 +162,7 @@ def _efficiency(run: EvaluationRun, draw: int) -> Outcome:
 
 
 def _utility(run: EvaluationRun) -> Outcome:
-    unlabelled = [i for i, d in enumerate(run.draws) if d.labels is None]
-    if unlabelled:
+    if any(draw.labels is None for draw in run.draws):
         source = run.plan.model.model if run.plan.model else run.plan.synthetic_dataset
         raise MetricError("utility", f"needs tumor labels for the synthetic samples, and {source} gives none: "
                                      "evaluate a conditional model (e.g. unet_gan) or a labelled synthetic dataset")
@@ -172,7 +171,7 @@ def _utility(run: EvaluationRun) -> Outcome:
     settings = UtilitySettings(steps=run.settings.utility_steps)
     result = utility((train.images, train.labels), (test.images, test.labels),
                      [(d.images, d.labels) for d in run.draws], repeats, settings, run.device, run.plan.seed,
-                     on_repeat=lambda r: run.reporter.progress("utility classifiers", r, repeats, "repeats"))
+                     on_repeat=run.stepper("utility classifiers", repeats, "repeats"))
     gains = result.gains("augmented")
     return Outcome(float(gains.mean()), result.details(), std=float(gains.std(ddof=1)), repeats=repeats,
                    extras={"result": result})

@@ -23,11 +23,11 @@ import numpy as np
 from ctsynth.evaluation.plan import EvaluationPlan
 from ctsynth.evaluation.sets import ImageSet, generate, read_split, resized, split_size
 from ctsynth.evaluation.settings import EvaluationSettings
+from ctsynth.metrics.checks import check_images
 from ctsynth.metrics.domain_extractor import (DomainExtractorConfig, DomainFeatures, extractor_name,
                                               find_domain_extractor, load_domain_extractor,
                                               publish_domain_extractor, train_domain_extractor)
 from ctsynth.metrics.feature_cache import FeatureCache, FeatureSpace, RealFeatures
-from ctsynth.metrics.checks import check_images
 from ctsynth.metrics.inception import HOW_TO as INCEPTION_HOW_TO
 from ctsynth.metrics.inception import InceptionFeatures
 from ctsynth.metrics.med3d import HOW_TO as MED3D_HOW_TO
@@ -51,6 +51,8 @@ class Reporter(Protocol):
 
 
 class EvaluationRun:
+    """The draws, real splits and feature spaces of one evaluation (see the module doc)."""
+
     def __init__(self, store: ObjectStore, plan: EvaluationPlan, settings: EvaluationSettings,
                  engine: Callable[[], SamplingEngine], reporter: Reporter, job_id: str = ""):
         self.store, self.plan, self.settings = store, plan, settings
@@ -64,6 +66,13 @@ class EvaluationRun:
         self._spaces: dict[str, FeatureSpace | ServiceError] = {}
         self._features: dict[tuple[str, int], np.ndarray] = {}
 
+    def stepper(self, stage: str, total: int, unit: str) -> Callable[..., None]:
+        """A callback for long loops: reports progress, stops when the job is cancelled."""
+        def step(done: int, *_) -> None:
+            self.reporter.progress(stage, done, total, unit)
+            self.reporter.check_cancelled()
+        return step
+
     # -- synthetic -----------------------------------------------------------
 
     def make_draws(self) -> None:
@@ -71,7 +80,7 @@ class EvaluationRun:
         if plan.model is None:
             self.reporter.progress("reading the synthetic set", 0, 1, "sets")
             self.draws = [read_split(self.store, plan.synthetic_dataset, None, plan.spatial_dims,
-                                     self.settings.max_real_items)]
+                                     self.settings.real_limit(plan.spatial_dims))]
             return
         engine = self._engine()
         total = plan.repeats * plan.model.count
@@ -93,12 +102,13 @@ class EvaluationRun:
         split = split or self.plan.split
         if split not in self._splits:
             self.reporter.progress(f"reading the {split} split", 0, 1, "splits")
-            self._splits[split] = self._read(split, self.settings.max_real_items)
+            self._splits[split] = self._read(split, self.settings.real_limit(self.plan.spatial_dims))
         return self._splits[split]
 
     def _read(self, split: str, limit: int) -> ImageSet:
+        """Masks are kept for training volumes only (slice labels of the 2.5D extractor)."""
         items = read_split(self.store, self.plan.dataset, split, self.plan.spatial_dims, limit,
-                           with_masks=self.plan.spatial_dims == 3)
+                           with_masks=self.plan.spatial_dims == 3 and split == "train")
         return resized(items, self.side) if self.plan.model is not None else items
 
     def real_preview(self, count: int) -> ImageSet:
@@ -131,7 +141,8 @@ class EvaluationRun:
         """Features of a real split, from the cache; on a miss the split is
         read, checked for `metric` (NaN, constant images) and featurized."""
         split = split or self.plan.split
-        items = split_size(self.manifest, split, self.plan.spatial_dims, self.settings.max_real_items)
+        items = split_size(self.manifest, split, self.plan.spatial_dims,
+                           self.settings.real_limit(self.plan.spatial_dims))
 
         def images() -> np.ndarray:
             self.reporter.progress(f"{space.name} features of the {split} split", 0, items, "images")
@@ -194,10 +205,9 @@ class EvaluationRun:
         reference = find_domain_extractor(self.store, name, config, plan.dataset)
         if reference is None:
             images, labels = self._extractor_training_set(variant)
-            stage = f"training the CT feature extractor {name}"
             model, history = train_domain_extractor(
                 images, labels, config, self.device,
-                on_step=lambda step, _: self.reporter.progress(stage, step, config.steps, "steps"))
+                on_step=self.stepper(f"training the CT feature extractor {name}", config.steps, "steps"))
             reference = publish_domain_extractor(self.store, name, model, config, plan.dataset, history, self.job_id)
         return load_domain_extractor(self.store, reference, self.device)
 

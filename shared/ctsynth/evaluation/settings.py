@@ -26,7 +26,8 @@ class EvaluationSettings:
     med3d_weights: str = ""
     device: str = "auto"  # "auto": the first GPU when there is one, else the CPU
     batch_size: int = 32  # images per feature-extractor pass
-    max_real_items: int = 5000  # real items per split (a fixed seeded subset beyond)
+    max_real_items: int = 5000  # real slices per split (a fixed seeded subset beyond)
+    max_real_volumes: int = 500  # real volumes per split (seed 001 compares 500)
     extractor_steps: int = 300  # training steps of a CT feature extractor made on demand
     utility_steps: int = 200  # per utility classifier
     utility_repeats: int = 5  # at least this many seeded utility repeats
@@ -35,7 +36,7 @@ class EvaluationSettings:
     weights_cache: str = ""  # where fetched weights are kept; default: the user cache dir
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_real_items", "extractor_steps", "utility_steps", "slices_per_axis",
+        for name in ("batch_size", "max_real_items", "max_real_volumes", "extractor_steps", "utility_steps", "slices_per_axis",
                      "kid_subsets"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -52,6 +53,10 @@ class EvaluationSettings:
         except RuntimeError:
             raise ValueError(f"CTSYNTH_EVAL_DEVICE={self.device!r} is not a torch device (cpu, cuda, cuda:1)") from None
 
+    def real_limit(self, spatial_dims: int) -> int:
+        """Items read per split (and per stored synthetic set)."""
+        return self.max_real_items if spatial_dims == 2 else self.max_real_volumes
+
     def weights_dir(self) -> Path:
         if self.weights_cache:
             return Path(self.weights_cache)
@@ -66,6 +71,7 @@ class EvaluationSettings:
             device=env.get("CTSYNTH_EVAL_DEVICE", "").strip() or "auto",
             batch_size=_int(env, "CTSYNTH_EVAL_BATCH_SIZE", cls.batch_size, minimum=1),
             max_real_items=_int(env, "CTSYNTH_EVAL_MAX_REAL", cls.max_real_items, minimum=1),
+            max_real_volumes=_int(env, "CTSYNTH_EVAL_MAX_REAL_VOLUMES", cls.max_real_volumes, minimum=1),
             extractor_steps=_int(env, "CTSYNTH_EVAL_EXTRACTOR_STEPS", cls.extractor_steps, minimum=1),
             utility_steps=_int(env, "CTSYNTH_EVAL_UTILITY_STEPS", cls.utility_steps, minimum=1),
             utility_repeats=_int(env, "CTSYNTH_EVAL_UTILITY_REPEATS", cls.utility_repeats, minimum=2),

@@ -12,6 +12,7 @@ Each module is one family of measures over arrays of images shaped
 - `weights`: feature-extractor weights from a path or an object-store URI;
 - `inception`, `domain_extractor`, `med3d`, `planes`: feature spaces
   (InceptionV3, a CT network trained here, a Med3D 3D ResNet, 2.5D slices);
+- `nearest`: nearest neighbours by L2 distance;
 - `ssim`: MS-SSIM to the L2-nearest real volume and among synthetic pairs;
 - `variety`: lossless-JPEG size of the mean image;
 - `memorization`: nearest-training-sample distances;
