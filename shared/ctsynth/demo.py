@@ -14,6 +14,7 @@ request returns the finished job.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import time
@@ -53,6 +54,7 @@ class ModelPlan:
     hyperparameters: dict[str, Any]
     sample_format: str = "png8"
     sampler: dict[str, Any] = field(default_factory=dict)  # diffusion sampler settings for sampling/evaluation
+    eval_count: int = 0  # synthetic samples to evaluate; 0: the plan's
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class DemoPlan:
     slice_size: int
     volume_size: int
     models: tuple[ModelPlan, ...]
+    split: tuple[float, float, float] = (0.6, 0.1, 0.3)  # a test split big enough for 3D metrics
     sample_count: int = 16
     eval_count: int = 64
     gpus_per_worker: float = 0.0
@@ -77,7 +80,7 @@ def small_plan() -> DemoPlan:
     vae = {"autoencoder_channels": [16, 32, 32], "latent_channels": 3, "norm_num_groups": 8,
            "mid_attention": False, "adversarial": "none", "learning_rate": 1e-3}
     ddim = {"kind": "ddim", "steps": 50}
-    return DemoPlan(scans=6, slice_size=64, volume_size=32, models=(
+    return DemoPlan(scans=10, slice_size=64, volume_size=32, models=(
         ModelPlan("demo-dcgan", "dcgan", 400, 16, {"latent_dim": 64, "generator_widths": [64, 64, 32]}),
         ModelPlan("demo-unet-gan", "unet_gan", 300, 8,
                   {"base_channels": 16, "max_channels": 64, "bottleneck_size": 8, "patch_grid": 8}),
@@ -87,7 +90,7 @@ def small_plan() -> DemoPlan:
                    **_unet((32, 64), (False, True))}, sampler=ddim),
         ModelPlan("demo-ddpm3d", "ddpm3d", 120, 2,
                   {"learning_rate": 5e-4, **_unet((16, 32), (False, False), num_heads=1)},
-                  sample_format="nifti", sampler=ddim),
+                  sample_format="nifti", sampler={"kind": "ddim", "steps": 25}, eval_count=16),
     ))
 
 
@@ -113,8 +116,7 @@ def tiny_plan() -> DemoPlan:
 def big_plan() -> DemoPlan:
     """For a GPU machine: 128x128 slices, 64^3 volumes, longer training."""
     small = small_plan()
-    scaled = tuple(ModelPlan(m.name, m.family, m.steps * 20, m.batch_size, m.hyperparameters, m.sample_format,
-                             m.sampler) for m in small.models)
+    scaled = tuple(dataclasses.replace(m, steps=m.steps * 20, eval_count=0) for m in small.models)
     return DemoPlan(scans=60, slice_size=128, volume_size=64, models=scaled, sample_count=64, eval_count=1000,
                     gpus_per_worker=1.0)
 
@@ -152,7 +154,9 @@ class Demo:
         job = follow(stub, stub.StartIngest(ingest_pb2.StartIngestRequest(
             source=str(root), dataset=DATASET, seed=self.plan.seed,
             slices=ingest_pb2.SliceOptions(size=self.plan.slice_size),
-            volumes=ingest_pb2.VolumeOptions(size=self.plan.volume_size))))
+            volumes=ingest_pb2.VolumeOptions(size=self.plan.volume_size),
+            split=ingest_pb2.SplitFractions(train=self.plan.split[0], validation=self.plan.split[1],
+                                            test=self.plan.split[2]))))
         return job.result
 
     def train(self, model: ModelPlan, dataset: str) -> common_pb2.Job:
@@ -175,14 +179,15 @@ class Demo:
         return folder
 
     def evaluate(self, model: ModelPlan, reference: str) -> evaluation_pb2.Report:
-        self._step(f"evaluate {reference} on {self.plan.eval_count} samples against the test split")
+        count = model.eval_count or self.plan.eval_count
+        self._step(f"evaluate {reference} on {count} samples against the test split")
         stub = evaluation_pb2_grpc.EvaluationServiceStub(self.channels["evaluation"])
         sampler = sampling_pb2.SamplerSettings()
         if model.sampler:
             sampler.kind = sampling_pb2.SamplerKind.Value(f"SAMPLER_KIND_{model.sampler['kind'].upper()}")
             sampler.steps = model.sampler["steps"]
         job = follow(stub, stub.StartEvaluation(evaluation_pb2.StartEvaluationRequest(
-            model=evaluation_pb2.ModelSamples(model=reference, count=self.plan.eval_count, seed=self.plan.seed,
+            model=evaluation_pb2.ModelSamples(model=reference, count=count, seed=self.plan.seed,
                                               sampler=sampler),
             dataset=DATASET, split="test", seed=self.plan.seed)))
         return stub.GetReport(evaluation_pb2.GetReportRequest(report_id=job.result))
@@ -215,16 +220,20 @@ class Demo:
 # --- the comparison report ----------------------------------------------------
 
 # Seed 002's table: fidelity, variety, memorization, utility, efficiency.
+# (group, metric, label, detail: None for the metric's value)
 COLUMNS = (
     ("fidelity", "ct-fid", "CT-FID", None),
-    ("fidelity", "fid", "FID", None),
-    ("fidelity", "pr", "precision", "precision"),
-    ("variety", "pr", "recall", "recall"),
-    ("variety", "variety", "mean-image JPEG-LS bytes", None),
-    ("variety", "ms-ssim", "MS-SSIM (synthetic pairs)", None),
+    ("fidelity", "fid-2.5d", "2.5D CT-FID", None),
+    ("fidelity", "ct-fid", "precision (CT features)", "precision"),
+    ("fidelity", "fid", "FID (Inception)", None),
+    ("variety", "ct-fid", "recall (CT features)", "recall"),
+    ("variety", "variety", "mean image, lossless JPEG KiB", None),
+    ("variety", "ms-ssim", "MS-SSIM to nearest real", None),
     ("memorization", "memorization", "fraction closer than real", None),
-    ("utility", "utility", "AUC real+synthetic - real", None),
+    ("utility", "utility", "AUC gain, real+synthetic", "gain_augmentation"),
+    ("utility", "utility", "p (Wilcoxon)", "p_augmentation"),
     ("efficiency", "efficiency", "s per 1000 samples", None),
+    ("efficiency", "efficiency", "training s", "training_seconds"),
 )
 
 
