@@ -47,6 +47,19 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def torch_device(value: str, variable: str):
+    """`auto` (CUDA when present), or a torch device name; ValueError naming
+    the variable otherwise."""
+    import torch
+
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(value)
+    except RuntimeError:
+        raise ValueError(f"{variable}={value!r} is not a torch device (cpu, cuda, cuda:1)") from None
+
+
 def _readable_file(env: Mapping[str, str], name: str) -> Path | None:
     raw = env.get(name, "").strip()
     if not raw:

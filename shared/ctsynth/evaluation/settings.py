@@ -17,7 +17,7 @@ from pathlib import Path
 import platformdirs
 import torch
 
-from ctsynth.config import _int
+from ctsynth.config import _int, torch_device
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,7 @@ class EvaluationSettings:
         self.torch_device()
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            return torch.device(self.device)
-        except RuntimeError:
-            raise ValueError(f"CTSYNTH_EVAL_DEVICE={self.device!r} is not a torch device (cpu, cuda, cuda:1)") from None
+        return torch_device(self.device, "CTSYNTH_EVAL_DEVICE")
 
     def real_limit(self, spatial_dims: int) -> int:
         """Items read per split (and per stored synthetic set)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ctsynth.config import _float, _int
+from ctsynth.config import _float, _int, torch_device
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -45,12 +45,7 @@ class SamplingSettings:
         return self.max_batch or (32 if self.torch_device().type == "cuda" else 8)
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            return torch.device(self.device)
-        except RuntimeError:
-            raise ValueError(f"CTSYNTH_SAMPLING_DEVICE={self.device!r} is not a torch device (cpu, cuda, cuda:1)") from None
+        return torch_device(self.device, "CTSYNTH_SAMPLING_DEVICE")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "SamplingSettings":
