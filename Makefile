@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: venv demo test bench proto lock clean
 
@@ -17,8 +18,9 @@ $(STAMP): requirements.lock shared/pyproject.toml
 
 venv: $(STAMP)
 
+# make demo DEMO_ARGS=--big: the larger configuration, for a GPU machine.
 demo: venv
-	$(BIN)/ctsynth demo
+	$(BIN)/ctsynth demo $(DEMO_ARGS)
 
 test: venv system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

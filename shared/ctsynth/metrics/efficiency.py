@@ -8,7 +8,6 @@ sampled every few milliseconds (torch allocates outside Python's tracers).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +18,6 @@ from ctsynth.storage import ObjectNotFound, ObjectStore
 
 REFERENCE_COUNT = 1000
 PAGE_BYTES = 4096
-SAMPLE_INTERVAL_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -39,15 +37,30 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * PAGE_BYTES
 
 
+def _peak_rss_bytes() -> int:
+    """The kernel's high-water mark of this process's RSS (VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    """Linux resets VmHWM to the current RSS when 5 is written to clear_refs."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 class PeakMemory:
-    """Context manager: `peak_bytes` the block added on `device`."""
+    """Context manager: `peak_bytes` the block added on `device`: CUDA's
+    allocator peak, or the kernel's exact RSS high-water mark on the CPU
+    (reset on entry), so no short-lived allocation is missed."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.peak_bytes = 0
         self.memory = "cuda-allocated" if device.type == "cuda" else "cpu-rss"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "PeakMemory":
         if self.device.type == "cuda":
@@ -55,23 +68,16 @@ class PeakMemory:
             self._base = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            self._base = self._peak = _rss_bytes()
-            self._thread = threading.Thread(target=self._sample, daemon=True, name="peak-memory")
-            self._thread.start()
+            _reset_peak_rss()
+            self._base = _rss_bytes()
         return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(SAMPLE_INTERVAL_S):
-            self._peak = max(self._peak, _rss_bytes())
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
         else:
-            self._stop.set()
-            self._thread.join()
-            self.peak_bytes = max(self._peak, _rss_bytes()) - self._base
+            self.peak_bytes = max(_peak_rss_bytes() - self._base, 0)
 
 
 def _timestamp(text: str) -> float:
