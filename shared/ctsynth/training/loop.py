@@ -186,6 +186,10 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
         _wrap_ddp(family, device)
 
     started, images = time.perf_counter(), 0
+    # ray.train.report costs about a second (a round trip to the controller),
+    # so ranks report to Ray at checkpoints; progress.json follows every log
+    # interval. A step count, not a clock, so every rank reports alike.
+    report_interval = spec.checkpoint_interval or spec.steps
     losses: dict[str, float] = {}
     for step in range(start, spec.steps):
         if ctx.rank == 0 and store.exists(f"{spec.prefix}/{CANCEL}"):
@@ -208,7 +212,8 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
             elapsed = time.perf_counter() - started
             metrics = {"step": done, "images_per_s": images / elapsed if elapsed > 0 else 0.0, **losses}
             history.append(metrics)
-            ctx.report(metrics)
+            if done % report_interval == 0 or done == spec.steps:
+                ctx.report(metrics)
             if ctx.rank == 0:
                 store.put_json(f"{spec.prefix}/{PROGRESS}", {"step": done, "steps": spec.steps, **metrics})
         if ctx.rank == 0 and spec.checkpoint_interval and done % spec.checkpoint_interval == 0 and done < spec.steps:
