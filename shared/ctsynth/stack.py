@@ -21,6 +21,7 @@ import grpc
 import platformdirs
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ctsynth.processes import pid_alive
 from ctsynth.services import SERVICES
 
 
@@ -51,13 +52,7 @@ def _alive(pid: int) -> bool:
             return False  # our own child, now reaped
     except ChildProcessError:
         pass  # not our child: ask the kernel
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def current(state_file: Path | None = None) -> Stack | None:

@@ -17,15 +17,7 @@ import subprocess
 import sys
 import time
 
-
-def _parent_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from ctsynth.processes import pid_alive
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     head = subprocess.Popen(command, start_new_session=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    while not stop and head.poll() is None and _parent_alive(args.parent_pid):
+    while not stop and head.poll() is None and pid_alive(args.parent_pid):
         time.sleep(0.5)
     if head.poll() is None:
         os.killpg(head.pid, signal.SIGTERM)
