@@ -31,9 +31,9 @@ from torch.nn import functional as F
 
 from ctsynth import __version__
 from ctsynth.metrics.networks import batched, conv_encoder, fit, seeded
-from ctsynth.models.loading import verified_bytes
-from ctsynth.registry import NAME_PATTERN, Registry, parse_ref
-from ctsynth.rpc.errors import DataLoss, InvalidArgument
+from ctsynth.models.loading import read_model_files
+from ctsynth.registry import NAME_PATTERN, Registry
+from ctsynth.rpc.errors import InvalidArgument
 from ctsynth.storage import ObjectStore
 
 FAMILY = "domain_extractor"
@@ -175,19 +175,11 @@ class DomainFeatures:
 def load_domain_extractor(store: ObjectStore, reference: str, device: torch.device,
                           field: str = "domain_extractor") -> DomainFeatures:
     """A published extractor, its files checked against the manifest."""
-    models = Registry(store, "models", "model")
-    name, version = models.resolve(parse_ref(reference, field))
-    prefix = models.prefix(name, version)
-    files = models.manifest(name, version)["files"]
-    try:
-        description = json.loads(verified_bytes(store, f"{prefix}/config.json", files["config.json"]["sha256"]))
-        weights = verified_bytes(store, f"{prefix}/weights.safetensors", files["weights.safetensors"]["sha256"])
-    except KeyError as exc:
-        raise DataLoss(f"domain extractor {name}:{version} is incomplete: no {exc}") from None
+    name, version, description, weights, weights_sha256 = read_model_files(store, reference, field)
     if description.get("family") != FAMILY:
         raise InvalidArgument(field, f"model {name}:{version} is a {description.get('family')} model, "
                                      "not a domain feature extractor")
     config = DomainExtractorConfig.from_json(description["config"])
     model = DomainExtractor(config)
     model.load_state_dict(load_tensors(weights))
-    return DomainFeatures(model, config, f"{name}:{version}", files["weights.safetensors"]["sha256"], device)
+    return DomainFeatures(model, config, f"{name}:{version}", weights_sha256, device)

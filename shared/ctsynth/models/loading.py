@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -47,10 +48,16 @@ def verified_bytes(store: ObjectStore, key: str, sha256: str) -> bytes:
     return data
 
 
-def load_model(store: ObjectStore, reference: str, device: torch.device | str = "cpu",
-               field: str = "model") -> LoadedModel:
-    """The model version `reference` ("name", "name:latest", "name:version")
-    rebuilt from its config.json and weights.safetensors, in eval mode."""
+class ModelFiles(NamedTuple):
+    name: str
+    version: str
+    config: dict  # config.json
+    weights: bytes  # weights.safetensors
+    weights_sha256: str
+
+
+def read_model_files(store: ObjectStore, reference: str, field: str) -> ModelFiles:
+    """The files of a published model version, checked against its manifest."""
     models = Registry(store, "models", "model")
     name, version = models.resolve(parse_ref(reference, field))
     prefix = models.prefix(name, version)
@@ -60,6 +67,14 @@ def load_model(store: ObjectStore, reference: str, device: torch.device | str = 
         weights = verified_bytes(store, f"{prefix}/weights.safetensors", files["weights.safetensors"]["sha256"])
     except (KeyError, IntegrityError) as exc:
         raise DataLoss(f"model {name}:{version} is incomplete or corrupt: {exc}") from None
+    return ModelFiles(name, version, config, weights, files["weights.safetensors"]["sha256"])
+
+
+def load_model(store: ObjectStore, reference: str, device: torch.device | str = "cpu",
+               field: str = "model") -> LoadedModel:
+    """The model version `reference` ("name", "name:latest", "name:version")
+    rebuilt from its config.json and weights.safetensors, in eval mode."""
+    name, version, config, weights, _ = read_model_files(store, reference, field)
     family_cls = get_family(config["family"])
     family = family_cls(family_cls.config_cls.from_json(config["config"]), device=device)
     checkpoint.load_weights_bytes(family, weights)
