@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -17,6 +20,28 @@ def test_peak_memory_sees_a_transient_allocation():
         block = np.ones(64 * 1024 * 1024, dtype=np.uint8)  # 64 MiB, touched
         del block
     assert peak.memory == "cpu-rss" and peak.peak_bytes >= 48 * 1024 * 1024
+
+
+HELD_PAGES = textwrap.dedent("""
+    import ctypes, numpy as np, torch
+    from ctsynth.metrics.efficiency import PeakMemory
+    libc = ctypes.CDLL(None)
+    libc.mallopt(-3, 512 << 20)  # M_MMAP_THRESHOLD: big blocks come from the heap
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: freed heap pages stay with the allocator
+    held = np.ones(80 << 20, dtype=np.uint8)
+    del held  # 80 MiB of resident pages the allocator now holds for reuse
+    with PeakMemory(torch.device("cpu")) as peak:
+        block = np.ones(64 << 20, dtype=np.uint8)
+        del block
+    print(peak.peak_bytes)
+""")
+
+
+def test_peak_memory_sees_an_allocation_served_from_pages_the_allocator_holds():
+    """A long-lived process's allocator may serve a block from pages it kept;
+    run in a fresh interpreter so the allocator settings stay there."""
+    out = subprocess.run([sys.executable, "-c", HELD_PAGES], capture_output=True, text=True, check=True)
+    assert int(out.stdout.split()[-1]) >= 60 * 1024 * 1024
 
 
 def test_time_for_1000_items_is_extrapolated_from_the_measured_run():

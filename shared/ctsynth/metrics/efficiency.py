@@ -2,12 +2,13 @@
 a batch, minutes for 1000 images) and what training cost.
 
 Memory is the peak the generation added: CUDA's peak allocation on a GPU;
-on the CPU the peak resident set size above its level at the start,
-sampled every few milliseconds (torch allocates outside Python's tracers).
+on the CPU the kernel's resident-set high-water mark above its level at the
+start (torch allocates outside Python's tracers).
 """
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import torch
@@ -46,8 +47,18 @@ def _peak_rss_bytes() -> int:
     raise OSError("no VmHWM in /proc/self/status")
 
 
+def _release_free_heap() -> None:
+    """Hand the pages glibc's allocator keeps for reuse back to the kernel
+    (malloc_trim), so an allocation inside the measured block must fault in
+    fresh pages and shows in the RSS; a no-op where libc has no malloc_trim."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def _reset_peak_rss() -> None:
     """Linux resets VmHWM to the current RSS when 5 is written to clear_refs."""
+    _release_free_heap()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
 
