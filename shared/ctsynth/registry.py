@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ctsynth.rpc.errors import InvalidArgument, NotFound
+from ctsynth.rpc.errors import DataLoss, InvalidArgument, NotFound
 from ctsynth.storage import ObjectStore
+from ctsynth.storage.errors import ObjectNotFound
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MANIFEST = "manifest.json"
@@ -90,6 +91,23 @@ class Registry:
 
     def manifest(self, name: str, version: str) -> dict:
         return self.store.read_manifest(self.prefix(name, version))
+
+    def intact_manifest(self, name: str, version: str) -> dict:
+        """The manifest of a version whose listed files are all there at their
+        listed sizes. A version is published whole, so anything less is lost
+        data: DATA_LOSS naming the file by its store key (never a server path)."""
+        manifest = self.manifest(name, version)
+        for file, entry in manifest["files"].items():
+            key = f"{self.prefix(name, version)}/{file}"
+            try:
+                size = self.store.stat(key).size
+            except ObjectNotFound:
+                raise DataLoss(f"{self.kind} {name}:{version} is broken: {key} is listed in its manifest "
+                               "but missing") from None
+            if "size" in entry and size != entry["size"]:
+                raise DataLoss(f"{self.kind} {name}:{version} is broken: {key} has {size} bytes, its manifest "
+                               f"lists {entry['size']}")
+        return manifest
 
     def allocate(self, name: str) -> str:
         """A version number no earlier run has used, published or not."""

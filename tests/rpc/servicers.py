@@ -3,6 +3,7 @@ IngestService methods with behaviour the tests control through the request."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -14,16 +15,21 @@ from ctsynth.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
 class ScriptedIngest(ingest_pb2_grpc.IngestServiceServicer):
     """GetJob's job_id says what to do: "ok", "invalid", "missing", "crash",
-    or "sleep:<seconds>:<marker file>" (touches the marker, then sleeps)."""
+    "until-ended" (returns once the call has ended: give it a deadline), or
+    "sleep:<seconds>:<marker file>" (touches the marker, then sleeps)."""
 
     def GetJob(self, request, context):
         action = request.job_id
         if action == "invalid":
             raise InvalidArgument("job_id", "must be a job id")
         if action == "missing":
-            raise ObjectNotFound("jobs/missing.json")
+            raise ObjectNotFound("jobs/missing.json", "file:///srv/ctsynth/store/jobs/missing.json")
         if action == "crash":
             raise RuntimeError("boom")
+        if action == "until-ended":
+            ended = threading.Event()
+            if context.add_callback(ended.set):
+                ended.wait()
         if action.startswith("sleep:"):
             _, seconds, marker = action.split(":", 2)
             Path(marker).touch()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import signal
 import subprocess
@@ -98,6 +99,7 @@ def test_exceptions_become_precise_statuses(stub, action, code, text):
     assert err.value.code() == code
     assert text in err.value.details()
     assert "boom" not in err.value.details()  # internals are logged, not sent
+    assert "/srv/" not in err.value.details()  # nor are server paths
 
 
 def test_streaming_error_after_items_keeps_items_and_status(stub):
@@ -141,6 +143,53 @@ def test_bearer_token_is_required_except_for_health(tmp_path):
             assert ingest_pb2_grpc.IngestServiceStub(channel).GetJob(request, timeout=5).id == "ok"
     finally:
         host.stop(0)
+
+
+def _call_records(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "ctsynth.rpc" and r.getMessage() == "call"]
+
+
+def test_refused_calls_are_logged_and_counted_without_the_token(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="ctsynth.rpc")
+    labels = {"service": "ctsynth.v1.IngestService", "method": "GetJob", "code": "UNAUTHENTICATED"}
+    before = REGISTRY.get_sample_value("ctsynth_grpc_requests_total", labels) or 0.0
+    host = build_server([], settings(tmp_path, auth_token="s3cret"), extra_services=[SCRIPTED])
+    try:
+        for token in (None, "guessed-token"):
+            with open_channel(host.address, token=token) as channel, pytest.raises(grpc.RpcError) as err:
+                ingest_pb2_grpc.IngestServiceStub(channel).GetJob(common_pb2.GetJobRequest(job_id="ok"), timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        host.stop(0)
+    assert REGISTRY.get_sample_value("ctsynth_grpc_requests_total", labels) == before + 2
+    refused = [r for r in _call_records(caplog) if r.code == "UNAUTHENTICATED"]
+    assert [r.method for r in refused] == ["ctsynth.v1.IngestService/GetJob"] * 2
+    assert not any("guessed-token" in str(vars(r)) or "s3cret" in str(vars(r)) for r in caplog.records)
+
+
+@pytest.mark.parametrize("value", ["bearer s3cret", "BEARER s3cret", "Bearer  s3cret"])
+def test_the_bearer_scheme_is_accepted_in_any_case(tmp_path, value):
+    host = build_server([], settings(tmp_path, auth_token="s3cret"), extra_services=[SCRIPTED])
+    try:
+        with open_channel(host.address) as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            job = stub.GetJob(common_pb2.GetJobRequest(job_id="ok"), metadata=[("authorization", value)], timeout=5)
+            assert job.id == "ok"
+            with pytest.raises(grpc.RpcError) as err:  # the scheme, not the token, is case-insensitive
+                stub.GetJob(common_pb2.GetJobRequest(job_id="ok"), metadata=[("authorization", value.upper())],
+                            timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        host.stop(0)
+
+
+def test_a_call_past_its_deadline_is_logged_as_deadline_exceeded(host, stub, caplog):
+    caplog.set_level(logging.INFO, logger="ctsynth.rpc")
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetJob(common_pb2.GetJobRequest(job_id="until-ended"), timeout=1)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    host.stop(10)  # returns once every handler has finished, and so has been logged
+    assert [r.code for r in _call_records(caplog)] == ["DEADLINE_EXCEEDED"]
 
 
 def test_messages_over_the_size_limit_are_refused(tmp_path):

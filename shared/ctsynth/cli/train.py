@@ -93,6 +93,9 @@ def run_models(args) -> int:
             common_pb2.ListModelsRequest(family=args.family))
     print(f"{'model':<28}{'family':<11}{'dims':>5}{'steps':>8}  dataset            headline")
     for m in response.models:
+        if m.broken_reason:
+            print(f"{m.name + ':' + m.version:<28}BROKEN: {m.broken_reason}")
+            continue
         headline = ", ".join(f"{k}={v:.4g}" for k, v in sorted(m.headline.items())[:4])
         print(f"{m.name + ':' + m.version:<28}{m.family:<11}{m.spatial_dims:>5}{m.step:>8}  {m.dataset:<18} {headline}")
     return 0

@@ -61,7 +61,7 @@ def read_model_files(store: ObjectStore, reference: str, field: str) -> ModelFil
     models = Registry(store, "models", "model")
     name, version = models.resolve(parse_ref(reference, field))
     prefix = models.prefix(name, version)
-    files = models.manifest(name, version)["files"]
+    files = models.intact_manifest(name, version)["files"]
     try:
         config = json.loads(verified_bytes(store, f"{prefix}/config.json", files["config.json"]["sha256"]))
         weights = verified_bytes(store, f"{prefix}/weights.safetensors", files["weights.safetensors"]["sha256"])

@@ -57,7 +57,6 @@ class Unauthenticated(ServiceError):
 
 
 _STORAGE_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
-    (storage_errors.ObjectNotFound, grpc.StatusCode.NOT_FOUND),
     (storage_errors.InvalidKey, grpc.StatusCode.INVALID_ARGUMENT),
     (storage_errors.IntegrityError, grpc.StatusCode.DATA_LOSS),
     (storage_errors.StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
@@ -68,6 +67,9 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     """The status and message for a known error; None for an unexpected one."""
     if isinstance(exc, ServiceError):
         return exc.code, str(exc)
+    if isinstance(exc, storage_errors.ObjectNotFound):
+        # Its message names the full URI, a server path on a local store.
+        return grpc.StatusCode.NOT_FOUND, f"object not found: {exc.key}"
     for kind, code in _STORAGE_CODES:
         if isinstance(exc, kind):
             return code, str(exc)

@@ -49,17 +49,20 @@ def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable) -> grpc.RpcMethodHa
 
 
 class TokenAuthInterceptor(grpc.ServerInterceptor):
-    """Refuses calls whose `authorization` metadata is not `Bearer <token>`."""
+    """Refuses calls whose `authorization` metadata is not `Bearer <token>`,
+    the scheme in any case (RFC 6750). Install it inside the observing
+    interceptor, so that refused calls are logged and counted too."""
 
     def __init__(self, token: str):
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     def intercept_service(self, continuation, handler_call_details):
         service, _ = _split_method(handler_call_details.method)
         if service in UNAUTHENTICATED_SERVICES:
             return continuation(handler_call_details)
         supplied = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
-        if hmac.compare_digest(supplied.encode(), self._expected):
+        scheme, _, credentials = supplied.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(credentials.lstrip(" ").encode(), self._expected):
             return continuation(handler_call_details)
         handler = continuation(handler_call_details)
         if handler is None:
@@ -72,6 +75,14 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
             return deny
 
         return _rebuild(handler, refuse)
+
+
+def _ended_early(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """Why a call ended before its handler did: its deadline passed, or the
+    client cancelled it."""
+    if context.time_remaining() <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 class _Outcome:
@@ -115,7 +126,7 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
                 if outcome.code == grpc.StatusCode.OK:
                     # A handler may set a status without raising.
                     outcome.code = context.code() or (
-                        grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED
+                        grpc.StatusCode.OK if context.is_active() else _ended_early(context)
                     )
                 elapsed = time.perf_counter() - started
                 IN_FLIGHT.labels(service).dec()
@@ -139,7 +150,7 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
                     try:
                         yield from behaviour(request, context)
                     except GeneratorExit:
-                        outcome.code = grpc.StatusCode.CANCELLED
+                        outcome.code = _ended_early(context)
                         raise
                     except Exception as exc:  # noqa: BLE001 - mapped to a status
                         _finish_error(exc, context, outcome, request_id)

@@ -91,9 +91,10 @@ def build_server(
     """
     specs = {name: SERVICES[name] for name in names}
     specs.update({spec.name: spec for spec in extra_services})
+    # The first interceptor is the outermost: observing wraps auth, so refused calls are logged and counted.
     interceptors = [ObservabilityInterceptor()]
     if settings.auth_token:
-        interceptors.insert(0, TokenAuthInterceptor(settings.auth_token))
+        interceptors.append(TokenAuthInterceptor(settings.auth_token))
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),

@@ -11,6 +11,8 @@ from google.protobuf import json_format
 from ctsynth.jobs import JobManager
 from ctsynth.models.registry import family_names, get_family
 from ctsynth.registry import Registry, check_name, parse_ref
+from ctsynth.rpc.errors import DataLoss
+from ctsynth.rpc.validation import check_message
 from ctsynth.services.jobs import JobRpcs
 from ctsynth.storage import ObjectStore
 from ctsynth.training import runner
@@ -18,10 +20,11 @@ from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
 
 
 def model_message(models: Registry, name: str, version: str) -> common_pb2.Model:
-    """The Model message of a published version, from its manifest and config."""
+    """The Model message of a published version, from its manifest and config;
+    DATA_LOSS when a file it lists is missing or cut short."""
     store = models.store
     prefix = models.prefix(name, version)
-    manifest = models.manifest(name, version)
+    manifest = models.intact_manifest(name, version)
     config = store.get_json(f"{prefix}/config.json")
     message = common_pb2.Model(
         name=name, version=version, family=config["family"], dataset=config.get("dataset", ""),
@@ -49,9 +52,19 @@ def model_message(models: Registry, name: str, version: str) -> common_pb2.Model
 
 
 def list_models(models: Registry, family: str = "", name: str = "") -> list[common_pb2.Model]:
+    """Every published version (of a name, of a family). A broken one is listed
+    as such, with its reason, rather than failing the whole listing; its family
+    is unknown, so a family filter leaves it out."""
     names = [check_name(name)] if name else models.names()
-    found = [model_message(models, n, v) for n in names for v in models.versions(n)]
+    found = [_listed_model(models, n, v) for n in names for v in models.versions(n)]
     return [m for m in found if not family or m.family == family]
+
+
+def _listed_model(models: Registry, name: str, version: str) -> common_pb2.Model:
+    try:
+        return model_message(models, name, version)
+    except DataLoss as exc:
+        return common_pb2.Model(name=name, version=version, broken_reason=str(exc))
 
 
 def family_message(name: str) -> training_pb2.Family:
@@ -79,8 +92,8 @@ class TrainingServicer(JobRpcs, training_pb2_grpc.TrainingServiceServicer):
         self._jobs.recover()
 
     def SubmitTraining(self, request, context):
-        values = json_format.MessageToDict(request)
         # Validate now, so a bad request fails the call rather than the job.
+        values = json_format.MessageToDict(check_message(request))
         runner.plan(values, self._store, job_id="validation", version="0")
         return self._jobs.submit(values)
 

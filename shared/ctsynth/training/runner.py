@@ -24,7 +24,8 @@ from ctsynth.training.spec import TrainSpec
 from ctsynth.v1 import common_pb2
 
 DEFAULT_STEPS = 1000
-PRECISION_NAMES = {0: "fp32", 1: "fp32", 2: "bf16", 3: "fp16"}
+PRECISION_NAMES = {"PRECISION_UNSPECIFIED": "fp32", "PRECISION_FP32": "fp32", "PRECISION_BF16": "bf16",
+                   "PRECISION_FP16": "fp16"}
 POLL_S = 1.0
 
 
@@ -79,20 +80,16 @@ def plan(request: dict, store: ObjectStore, *, job_id: str, version: str) -> Tra
         resume_name, resume_version = models.resolve(parse_ref(request["resumeFrom"], "resume_from"))
         resume = models.prefix(resume_name, resume_version)
     interval = int(request.get("checkpointInterval") or max(steps // 5, 1))
+    precision = str(request.get("precision", "PRECISION_UNSPECIFIED"))
     return TrainSpec(
         job_id=job_id, family=family_cls.name, config=config.to_json(), dataset=f"{dataset_name}:{dataset_version}",
         model_name=name, version=version, store_uri=store.uri, steps=steps, batch_size=batch, split=split,
         workers=workers, gpus_per_worker=float(scaling.get("gpusPerWorker") or 0.0),
         cpus_per_worker=float(scaling.get("cpusPerWorker") or 1.0),
-        precision=PRECISION_NAMES.get(_precision_number(request.get("precision")), "fp32"),
+        precision=PRECISION_NAMES.get(precision, precision),  # TrainSpec refuses an unknown one
         checkpoint_interval=interval, log_interval=max(1, min(10, steps // 20 or 1)), seed=int(request.get("seed", 0)),
         resume_from=resume, extra=extra,
     )
-
-
-def _precision_number(value) -> int:
-    names = {"PRECISION_UNSPECIFIED": 0, "PRECISION_FP32": 1, "PRECISION_BF16": 2, "PRECISION_FP16": 3}
-    return names.get(value, value or 0) if isinstance(value, str) else int(value or 0)
 
 
 class _Follower:
