@@ -141,6 +141,19 @@ def test_volume_writer_and_dataset(tmp_path):
     assert dataset.meta["spacing_mm"].tolist() == [[2.0, 2.0, 2.0]]
 
 
+def test_datasets_give_the_median_voxel_size_of_their_rows_on_the_grid_training_uses(tmp_path, slices_file):
+    path = tmp_path / "volumes.h5"
+    with volume_writer(path, 4, {}) as writer:
+        meta = np.zeros(3, VOLUME_META)
+        meta["patient"], meta["series_uid"], meta["split"] = ["p0", "p1", "p2"], "1.2", ["train", "train", "test"]
+        meta["spacing_mm"] = [[10.0, 10.0, 10.0], [12.0, 11.0, 11.0], [50.0, 50.0, 50.0]]
+        writer.append(meta, volumes=np.zeros((3, 4, 4, 4), np.float16), masks=np.zeros((3, 4, 4, 4), np.uint8))
+    train = VolumeDataset(path, split="train")
+    assert train.spacing_mm((4, 4, 4)) == pytest.approx((11.0, 10.5, 10.5))
+    assert train.spacing_mm((8, 8, 8)) == pytest.approx((5.5, 5.25, 5.25))  # upsampled: smaller voxels
+    assert SliceDataset(slices_file).spacing_mm((SIZE, SIZE)) is None  # no pixel size recorded (image folders)
+
+
 def publish(store, version, path):
     store.publish(f"datasets/demo/{version}", {"slices.h5": path}, {"name": "demo"})
 

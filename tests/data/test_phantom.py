@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from ctsynth.data.lidc import dicom_root
 from ctsynth.data.phantom import ChestAnatomy, Tissue, phantom_slices, write_phantom_study
+from tests.dicom_iod import ct_image_problems, dciodvfy_problems
 
 
 def series_files(root, scan) -> list:
@@ -99,6 +100,15 @@ def test_series_carries_the_scans_uids_and_z_positions(lidc_phantom_root):
                 512, 512, 16, 16, 15, 1)
             assert (float(h.RescaleSlope), float(h.RescaleIntercept)) == (1.0, -1024.0)
     assert not list(root.rglob("*.partial")), "staging folders left behind"
+
+
+def test_phantom_slices_meet_the_ct_image_iod(lidc_phantom_root):
+    root, scans = lidc_phantom_root
+    for scan in scans:
+        files = series_files(root, scan)
+        for path in files:
+            assert ct_image_problems(pydicom.dcmread(path)) == [], path.name
+        assert dciodvfy_problems(files[len(files) // 2]) in (None, [])
 
 
 def test_modality_lut_gives_the_hu_that_were_rendered(lidc_phantom_root, lidc_phantom_seed):

@@ -14,6 +14,7 @@ from PIL import Image
 from ctsynth.rpc.errors import InvalidArgument
 from ctsynth.sampling.formats import OutputContext, check_format, encode, encode_mask, hounsfield, output_context
 from ctsynth.storage import open_store
+from tests.dicom_iod import ct_image_problems, dciodvfy_problems
 
 WINDOW = (-1000.0, 400.0)
 RNG = np.random.default_rng(0)
@@ -46,10 +47,10 @@ def test_png_holds_the_slice_at_its_bit_depth(name, bits):
 
 def _synthetic_marks(ds: pydicom.Dataset, model: str) -> None:
     assert ds.SOPClassUID == pydicom.uid.CTImageStorage and ds.Modality == "CT"
-    assert list(ds.ImageType) == ["DERIVED", "SECONDARY"]
+    assert list(ds.ImageType) == ["DERIVED", "SECONDARY", "AXIAL"]
     assert ds.BurnedInAnnotation == "NO" and ds.PatientIdentityRemoved == "YES"
     assert model in ds.DeidentificationMethod and model in ds.SeriesDescription
-    assert str(ds.PatientName) == ds.PatientID == "SYNTHETIC"
+    assert str(ds.PatientName) == "SYNTHETIC^CT" and ds.PatientID == "SYNTHETIC"
 
 
 def test_dicom_slice_is_a_ct_image_in_hounsfield_units():
@@ -69,20 +70,44 @@ def test_dicom_volume_is_a_zip_of_one_series():
         slices = [pydicom.dcmread(io.BytesIO(archive.read(name))) for name in sorted(archive.namelist())]
     assert len(slices) == 4
     assert len({ds.SeriesInstanceUID for ds in slices}) == 1 and len({ds.SOPInstanceUID for ds in slices}) == 4
-    assert [float(ds.ImagePositionPatient[2]) for ds in slices] == [0.0, 2.0, 4.0, 6.0]
-    assert float(slices[0].SliceThickness) == 2.0 and [float(v) for v in slices[0].PixelSpacing] == [0.5, 0.5]
+    assert [float(ds.ImagePositionPatient[2]) for ds in slices] == [-3.0, -1.0, 1.0, 3.0]  # centred on 0
+    for ds in slices:
+        assert float(ds.SliceThickness) == float(ds.SpacingBetweenSlices) == 2.0
+        assert [float(v) for v in ds.PixelSpacing] == [0.5, 0.5]
+        assert [float(v) for v in ds.ImagePositionPatient[:2]] == [-1.75, -1.75]
+        assert [float(v) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
     for ds in slices:
         _synthetic_marks(ds, "ddpm3d:1")
     volume = np.stack([ds.pixel_array for ds in slices])
     np.testing.assert_array_equal(volume, hounsfield(VOLUME[0], WINDOW))
 
 
-def test_nifti_holds_the_volume_in_xyz_order_with_its_spacing():
+def test_nifti_holds_the_volume_in_xyz_order_in_mm():
     encoded = encode("nifti", VOLUME, CONTEXT_3D)
     image = nib.Nifti1Image.from_bytes(encoded.data)
     assert image.shape == (8, 8, 4)
-    np.testing.assert_array_equal(np.diag(image.affine)[:3], [0.5, 0.5, 2.0])
+    assert image.header.get_xyzt_units()[0] == "mm"
+    np.testing.assert_allclose(image.header.get_zooms(), [0.5, 0.5, 2.0])
+    assert int(image.header["qform_code"]) == int(image.header["sform_code"]) == 1  # scanner coordinates
+    np.testing.assert_allclose(image.get_qform(), image.get_sform())
+    assert nib.aff2axcodes(image.affine) == ("L", "P", "S")  # DICOM's axial grid, written in RAS
     np.testing.assert_array_equal(np.asanyarray(image.dataobj).transpose(2, 1, 0), hounsfield(VOLUME[0], WINDOW))
+
+
+def test_nifti_and_dicom_put_every_voxel_at_the_same_point():
+    nifti = nib.Nifti1Image.from_bytes(encode("nifti", VOLUME, CONTEXT_3D).data)
+    with zipfile.ZipFile(io.BytesIO(encode("dicom", VOLUME, CONTEXT_3D).data)) as archive:
+        slices = [pydicom.dcmread(io.BytesIO(archive.read(name))) for name in sorted(archive.namelist())]
+    for k, ds in enumerate(slices):
+        for row, col in [(0, 0), (7, 0), (0, 7), (5, 3)]:
+            # PS3.3 C.7.6.2.1.1: position + col * spacing_col * row direction + row * spacing_row * column direction
+            iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+            row_mm, col_mm = (float(v) for v in ds.PixelSpacing)
+            origin = np.array([float(v) for v in ds.ImagePositionPatient])
+            lps = origin + col * col_mm * iop[:3] + row * row_mm * iop[3:]
+            ras = nib.affines.apply_affine(nifti.affine, [col, row, k])
+            np.testing.assert_allclose(ras, lps * [-1, -1, 1], atol=1e-6)
+            assert nifti.dataobj[col, row, k] == ds.pixel_array[row, col]
 
 
 def test_mask_is_thresholded_uint8():
@@ -97,12 +122,42 @@ def test_formats_a_model_cannot_fill_name_the_format(name, dims, channels):
     assert raised.value.field == "format"
 
 
-def test_context_takes_window_and_spacing_from_the_dataset(tmp_path):
+def test_context_takes_the_window_from_the_dataset_and_the_spacing_from_the_model(tmp_path):
     store = open_store(tmp_path.as_uri())
     (tmp_path / "f").write_bytes(b"x")
-    store.publish("datasets/lung/1", {"slices.h5": tmp_path / "f"},
-                  {"parameters": {"window": [-1200, 600], "isotropic_spacing_mm": 0.8}})
-    context = output_context(store, "m:1", 3, "lung:1")
-    assert context.window == (-1200.0, 600.0) and context.spacing == (0.8, 0.8, 0.8)
-    missing = output_context(store, "m:1", 2, "gone:4")
+    store.publish("datasets/lung/1", {"slices.h5": tmp_path / "f"}, {"parameters": {"window": [-1200, 600]}})
+    context = output_context(store, "m:1", 3, {"dataset": "lung:1", "spacing_mm": [11.2, 11.2, 11.2]})
+    assert context.window == (-1200.0, 600.0) and context.spacing == (11.2, 11.2, 11.2)
+    missing = output_context(store, "m:1", 2, {"dataset": "gone:4"})
     assert missing.window == WINDOW and missing.spacing == (1.0, 1.0)
+    for unusable in ([1.0], [0.0, 1.0], [float("nan"), 1.0], "1 mm", None):
+        assert output_context(store, "m:1", 2, {"spacing_mm": unusable}).spacing_mm is None
+
+
+@pytest.mark.parametrize("item, context", [(SLICE, CONTEXT_2D), (VOLUME, CONTEXT_3D)], ids=["slice", "volume"])
+def test_dicom_meets_the_ct_image_iod(item, context, tmp_path):
+    data = encode("dicom", item, context).data
+    if context.spatial_dims == 3:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            data = archive.read(sorted(archive.namelist())[1])
+    path = tmp_path / "slice.dcm"
+    path.write_bytes(data)
+    assert ct_image_problems(pydicom.dcmread(path)) == []
+    assert dciodvfy_problems(path) in (None, [])
+
+
+def test_the_iod_check_finds_what_is_missing(tmp_path):
+    ds = pydicom.dcmread(io.BytesIO(encode("dicom", SLICE, CONTEXT_2D).data))
+    del ds.PositionReferenceIndicator, ds.KVP
+    ds.PixelSpacing = None
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    assert sorted(ct_image_problems(ds)) == [
+        "CT Image: ImageType ['DERIVED', 'SECONDARY'] needs a third value, AXIAL or LOCALIZER",
+        "CT Image: Type 2 KVP is missing",
+        "Frame of Reference: Type 2 PositionReferenceIndicator is missing",
+        "Image Plane: Type 1 PixelSpacing is empty",
+    ]
+    ds.save_as(tmp_path / "bad.dcm")
+    found = dciodvfy_problems(tmp_path / "bad.dcm")
+    if found is not None:
+        assert any("PositionReferenceIndicator" in line for line in found)

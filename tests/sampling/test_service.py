@@ -7,6 +7,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import h5py
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -104,6 +105,45 @@ def test_dicom_and_nifti_volumes_parse(stub):
     archive = zipfile.ZipFile(io.BytesIO(items(stub, model="ddpm3d", count=1, seed=2, format=F.OUTPUT_FORMAT_DICOM)[0].data))
     slices = [pydicom.dcmread(io.BytesIO(archive.read(name))) for name in sorted(archive.namelist())]
     np.testing.assert_array_equal(np.stack([ds.pixel_array for ds in slices]), hu)
+
+
+def test_outputs_have_the_physical_size_of_the_training_data(stub, store_uri):
+    store = open_store(store_uri)
+    path, _ = open_dataset(store, "tiny", "1", file="volumes.h5")
+    cubes = read_table(path)
+    with h5py.File(path) as f:
+        cube_voxels = np.array(f["volumes"].shape[1:])
+    trained = cube_voxels * np.median(cubes["spacing_mm"][cubes["split"] == "train"], axis=0)  # (z, y, x) mm
+    assert trained[0] > 80, "the test data's cubes hold a chest, not 8 mm"
+
+    nifti = nib.Nifti1Image.from_bytes(items(stub, model="ddpm3d", count=1, format=F.OUTPUT_FORMAT_NIFTI)[0].data)
+    assert nifti.header.get_xyzt_units()[0] == "mm"
+    np.testing.assert_allclose(np.array(nifti.shape) * nifti.header.get_zooms(), trained[::-1], rtol=1e-5)
+    np.testing.assert_allclose(np.abs(nifti.affine[:3, :3]).sum(0) * nifti.shape, trained[::-1], rtol=1e-5)
+
+    archive = zipfile.ZipFile(io.BytesIO(items(stub, model="ddpm3d", count=1, format=F.OUTPUT_FORMAT_DICOM)[0].data))
+    slices = [pydicom.dcmread(io.BytesIO(archive.read(name))) for name in sorted(archive.namelist())]
+    position = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in slices])
+    dz = float(slices[0].SpacingBetweenSlices)
+    for ds in slices:
+        assert [float(v) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+        assert float(ds.SliceThickness) == float(ds.SpacingBetweenSlices) == dz
+        assert [float(v) for v in ds.PixelSpacing] == [float(v) for v in slices[0].PixelSpacing]
+    np.testing.assert_allclose(position[:, :2], np.broadcast_to(position[0, :2], (len(slices), 2)))  # one column
+    np.testing.assert_allclose(np.diff(position[:, 2]), dz, rtol=1e-5)
+    row_mm, col_mm = (float(v) for v in slices[0].PixelSpacing)
+    extent = [position[-1, 2] - position[0, 2] + dz, slices[0].Rows * row_mm, slices[0].Columns * col_mm]
+    np.testing.assert_allclose(extent, trained, rtol=1e-5)
+    # The NIfTI puts its first voxel where the DICOM series does, in RAS.
+    np.testing.assert_allclose(nifti.affine[:3, 3], position[0] * [-1, -1, 1], atol=1e-4)
+
+    stored = read_table(open_dataset(store, "tiny", "1", file="slices.h5")[0])
+    slice_mm = np.median(stored["pixel_mm"][stored["split"] == "train"])
+    image = pydicom.dcmread(io.BytesIO(items(stub, model="dcgan", count=1, format=F.OUTPUT_FORMAT_DICOM)[0].data))
+    with h5py.File(open_dataset(store, "tiny", "1")[0]) as f:
+        slice_extent = f["images"].shape[1] * slice_mm
+    image_extent = [image.Rows * float(image.PixelSpacing[0]), image.Columns * float(image.PixelSpacing[1])]
+    np.testing.assert_allclose(image_extent, slice_extent, rtol=1e-5)
 
 
 def test_dicom_carries_no_training_identifier_and_is_marked_synthetic(stub, store_uri, tmp_path):

@@ -12,6 +12,8 @@ from ctsynth.data.dataset_h5 import SLICE_META, VOLUME_META, slice_writer, volum
 from ctsynth.storage import open_store
 
 SPLITS = ("train", "validation", "test")
+PIXEL_MM = 0.7  # pixel size of every stored slice
+VOXEL_MM = (10.4, 11.0, 11.4, 11.9)  # voxel sizes of each split's four cubes (a chest in a few voxels)
 
 
 def _blobs(rng: np.random.Generator, count: int, size: int, dims: int) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +32,8 @@ def _blobs(rng: np.random.Generator, count: int, size: int, dims: int) -> tuple[
 
 def publish_dataset(store, name: str, tmp: Path, *, size: int = 16, per_split: int = 8, volume_size: int = 8,
                     seed: int = 0, with_nodules: bool = True) -> str:
-    """Publish `datasets/<name>/1` with `per_split` slices and 4 volumes per split."""
+    """Publish `datasets/<name>/1` with `per_split` slices and 4 volumes per split,
+    PIXEL_MM and VOXEL_MM their recorded geometry."""
     rng = np.random.default_rng(seed)
     tmp.mkdir(parents=True, exist_ok=True)
     slices, volumes = tmp / "slices.h5", tmp / "volumes.h5"
@@ -43,7 +46,7 @@ def publish_dataset(store, name: str, tmp: Path, *, size: int = 16, per_split: i
             meta = np.zeros(per_split, dtype=SLICE_META)
             meta["patient"] = [f"{split}-{i // 2}" for i in range(per_split)]
             meta["series_uid"], meta["view"], meta["split"] = "1.2.3", "axial", split
-            meta["index"] = np.arange(per_split)
+            meta["index"], meta["pixel_mm"] = np.arange(per_split), PIXEL_MM
             meta["has_nodule"] = masks.reshape(per_split, -1).any(1)
             meta["nodule_pixels"] = masks.reshape(per_split, -1).sum(1)
             meta["mean_intensity"] = images.reshape(per_split, -1).astype(np.float32).mean(1)
@@ -56,6 +59,7 @@ def publish_dataset(store, name: str, tmp: Path, *, size: int = 16, per_split: i
             meta = np.zeros(4, dtype=VOLUME_META)
             meta["patient"] = [f"{split}-{i}" for i in range(4)]
             meta["series_uid"], meta["split"] = "1.2.3", split
+            meta["spacing_mm"] = np.repeat(np.array(VOXEL_MM)[:, None], 3, axis=1)
             writer.append(meta, volumes=cubes, masks=masks)
     manifest = {
         "name": name, "version": "1", "source": "synthetic test data", "source_kind": "test",

@@ -16,6 +16,7 @@ from ctsynth.rpc.errors import FailedPrecondition
 from ctsynth.training import checkpoint
 from ctsynth.training.loop import CANCEL, NonFiniteLoss, StepBatches, WorkerContext, latest_checkpoint, train_worker
 from ctsynth.training.spec import TrainSpec
+from tests.training.conftest import PIXEL_MM
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,13 @@ def test_training_publishes_a_complete_model_version(store, tiny_dataset):
     from PIL import Image
     import io
     assert Image.open(io.BytesIO(store.get_bytes(f"{spec.prefix}/samples.png"))).size == (64, 64)
+
+
+def test_config_records_the_training_slices_pixel_size_at_the_model_resolution(store, tiny_dataset):
+    spec = make_spec(store, tiny_dataset, config={"image_size": 8}, steps=1, checkpoint_interval=0)
+    train_worker(spec, WorkerContext())
+    # The stored 16-pixel slices are resized to 8 pixels: each pixel covers twice the tissue.
+    assert store.get_json(f"{spec.prefix}/config.json")["spacing_mm"] == pytest.approx([PIXEL_MM * 2] * 2)
 
 
 def test_resume_from_a_checkpoint_continues_bit_for_bit(store, tiny_dataset):

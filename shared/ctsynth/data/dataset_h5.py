@@ -39,6 +39,7 @@ STRING = h5py.string_dtype()
 SLICE_META = np.dtype([
     ("patient", STRING), ("series_uid", STRING), ("view", STRING), ("index", np.int32),
     ("z_mm", np.float32),  # ImagePositionPatient z of an axial slice; NaN for other views and images
+    ("pixel_mm", np.float32),  # pixel size of the stored (square-pixel) slice; NaN where the source has none
     ("has_nodule", np.bool_), ("nodule_pixels", np.int32),
     ("max_malignancy", np.uint8),  # highest malignancy of a nodule on the slice, 0 = none
     ("mean_intensity", np.float32), ("split", STRING),
@@ -210,6 +211,20 @@ class _H5Rows(Dataset):
             self._pid = os.getpid()
         return self._file
 
+    def _spacing_mm(self, name: str, field: str, shape: Sequence[int]) -> tuple[float, ...] | None:
+        """Median voxel size (mm, per spatial axis) of the selected items once
+        resized from their stored grid to `shape`, as training resizes them;
+        None where the file records none (image folders, older datasets)."""
+        if field not in self.meta.dtype.names or not len(self.meta):
+            return None
+        values = self.meta[field].reshape(len(self.meta), -1).astype(np.float64)
+        known = values[np.isfinite(values).all(axis=1) & (values > 0).all(axis=1)]
+        if not len(known):
+            return None
+        stored = self._h5()[name].shape[1:]
+        median = np.broadcast_to(np.median(known, axis=0), (len(stored),))
+        return tuple(float(s * n / m) for s, n, m in zip(median, stored, shape, strict=True))
+
     def _read(self, name: str, i: int) -> torch.Tensor:
         """Item `i` of dataset `name` as a float32 tensor with a channel axis."""
         return torch.from_numpy(self._h5()[name][self.rows[i]].astype(np.float32))[None]
@@ -241,6 +256,10 @@ class SliceDataset(_H5Rows):
         self.with_mask = with_mask
         self.condition = condition
 
+    def spacing_mm(self, shape: Sequence[int]) -> tuple[float, float] | None:
+        """(row, col) pixel size in mm of these slices resized to `shape`."""
+        return self._spacing_mm("images", "pixel_mm", shape)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = {"image": self._read("images", i)}
         if self.with_mask:
@@ -257,6 +276,10 @@ class VolumeDataset(_H5Rows):
         meta = read_table(path)
         super().__init__(path, _selected(meta, "split", split, SPLITS), meta)
         self.with_mask = with_mask
+
+    def spacing_mm(self, shape: Sequence[int]) -> tuple[float, float, float] | None:
+        """(z, y, x) voxel size in mm of these cubes resized to `shape`."""
+        return self._spacing_mm("volumes", "spacing_mm", shape)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = {"volume": self._read("volumes", i)}

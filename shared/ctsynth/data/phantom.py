@@ -21,22 +21,25 @@ import shutil
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import IntEnum
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 from matplotlib.path import Path as Polygon
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from pydicom.valuerep import DSfloat
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from scipy.ndimage import distance_transform_edt, gaussian_filter
+
+from .ct_image import CtSeriesHeader, SlicePlane, ct_slice
 
 MATRIX = 512
 _CENTRE = (MATRIX - 1) / 2
 HU_OFFSET = 1024  # stored = HU + 1024, RescaleIntercept -1024
 HU_MIN, HU_MAX = -1024, 3071
 DESCRIPTION = "ctsynth phantom"
+STUDY_DATE = datetime(2000, 1, 1)  # fixed, so the bytes depend on the scan and the seed alone
 
 KERNEL_SIGMA_PX = 0.7  # the reconstruction kernel: softens drawn edges and correlates the noise
 HALO_MM = 6.0  # lung parenchyma kept around every nodule, wherever our lungs happen to be
@@ -430,43 +433,14 @@ def write_phantoms(scans: Iterable, out_dir: str | Path, seed: int,
 def _ct_image(scan, k: int, z: float, hu: np.ndarray) -> Dataset:
     """Slice k as a CT Image Storage dataset: signed 16-bit, stored = HU + 1024."""
     spacing = float(scan.pixel_spacing)
-    ds = Dataset()
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = generate_uid(entropy_srcs=[scan.series_instance_uid, str(k)])
-    ds.Modality = "CT"
-    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-    ds.Manufacturer = "ctsynth"
-    ds.PatientName = f"PHANTOM^{scan.patient_id}"
-    ds.PatientID = scan.patient_id
-    ds.StudyInstanceUID = scan.study_instance_uid
-    ds.SeriesInstanceUID = scan.series_instance_uid
-    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[scan.series_instance_uid, "frame of reference"])
-    ds.SeriesNumber = 1
-    ds.SeriesDescription = DESCRIPTION
-    ds.ImageComments = f"{DESCRIPTION}: synthetic anatomy, nodules at the LIDC-IDRI annotations of {scan.patient_id}"
-    ds.InstanceNumber = k + 1
-    ds.ImagePositionPatient = [_ds(-_CENTRE * spacing), _ds(-_CENTRE * spacing), _ds(z)]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.SliceLocation = _ds(z)
-    ds.SliceThickness = _ds(scan.slice_thickness)
-    ds.PixelSpacing = [_ds(spacing), _ds(spacing)]
-    ds.Rows = ds.Columns = MATRIX
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
-    ds.RescaleIntercept = -HU_OFFSET
-    ds.RescaleSlope = 1
-    ds.RescaleType = "HU"
-    ds.PixelData = (hu.astype("<i2") + np.int16(HU_OFFSET)).tobytes()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    return ds
-
-
-def _ds(value: float) -> DSfloat:
-    """A decimal string that fits DICOM's 16 characters."""
-    return DSfloat(float(value), auto_format=True)
+    header = CtSeriesHeader(
+        patient_name=f"PHANTOM^{scan.patient_id}", patient_id=scan.patient_id,
+        study_uid=scan.study_instance_uid, series_uid=scan.series_instance_uid,
+        frame_uid=generate_uid(entropy_srcs=[scan.series_instance_uid, "frame of reference"]),
+        description=DESCRIPTION,
+        comments=f"{DESCRIPTION}: synthetic anatomy, nodules at the LIDC-IDRI annotations of {scan.patient_id}",
+        created=STUDY_DATE)
+    plane = SlicePlane((-_CENTRE * spacing, -_CENTRE * spacing, z), (spacing, spacing), float(scan.slice_thickness))
+    return ct_slice(header, plane, hu.astype(np.int16) + np.int16(HU_OFFSET),
+                    instance_uid=generate_uid(entropy_srcs=[scan.series_instance_uid, str(k)]), number=k + 1,
+                    intercept=-HU_OFFSET)

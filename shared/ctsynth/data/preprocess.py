@@ -56,6 +56,12 @@ def fitted_shape(shape: Sequence[int], spacing: Sequence[float], size: int) -> t
     return tuple(max(1, min(size, round(e * size / longest))) for e in extents)
 
 
+def fitted_spacing(shape: Sequence[int], spacing: Sequence[float], size: int) -> float:
+    """The pixel (voxel) size in mm of the `fitted_shape` grid padded to `size`:
+    the longest physical extent over `size`, the same along every axis."""
+    return max(n * s for n, s in zip(shape, spacing)) / size
+
+
 def isotropic_shape(shape: Sequence[int], spacing: Sequence[float], target_mm: float) -> tuple[int, ...]:
     """Grid with `target_mm` voxels covering the same physical extent."""
     return tuple(max(1, round(n * s / target_mm)) for n, s in zip(shape, spacing))
@@ -210,8 +216,7 @@ def volume_to_cube(volume: np.ndarray, spacing: Sequence[float], size: int) -> t
     isotropic copy in memory.
     """
     shape = fitted_shape(volume.shape, spacing, size)
-    voxel_mm = max(n * s for n, s in zip(volume.shape, spacing)) / size
-    return pad_to(resample_volume(volume, shape), (size,) * 3), voxel_mm
+    return pad_to(resample_volume(volume, shape), (size,) * 3), fitted_spacing(volume.shape, spacing, size)
 
 
 def mask_to_cube(labels: np.ndarray, spacing: Sequence[float], size: int, min_pixels: int) -> np.ndarray:

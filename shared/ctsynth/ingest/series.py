@@ -139,17 +139,20 @@ def _view_slices(windowed: np.ndarray, labels: np.ndarray, series: CtSeries, vie
         iso = options.isotropic_spacing_mm or min(spacing)
         shape = pp.isotropic_shape(windowed.shape, spacing, iso)
         windowed, labels, spacing = pp.resample_volume(windowed, shape), pp.resize_labels(labels, shape), (iso,) * 3
-    planes = pp.view_planes(windowed, view)
-    meta = _plane_meta([series.patient_id] * len(planes), series.series_uid, view, np.arange(len(planes)), z_mm)
-    return _finish_slices(planes, pp.view_planes(labels, view), pp.plane_spacing(spacing, view), meta, options)
+    planes, plane_mm = pp.view_planes(windowed, view), pp.plane_spacing(spacing, view)
+    meta = _plane_meta([series.patient_id] * len(planes), series.series_uid, view, np.arange(len(planes)), z_mm,
+                       pp.fitted_spacing(planes.shape[1:], plane_mm, options.slice_size))
+    return _finish_slices(planes, pp.view_planes(labels, view), plane_mm, meta, options)
 
 
-def _plane_meta(patients, series_uid: str, view: str, index: np.ndarray, z_mm: np.ndarray | None) -> np.ndarray:
+def _plane_meta(patients, series_uid: str, view: str, index: np.ndarray, z_mm: np.ndarray | None,
+                pixel_mm: float = np.nan) -> np.ndarray:
     """SLICE_META rows for a stack of planes, labels and intensity still to fill in."""
     meta = np.zeros(len(index), SLICE_META)
     meta["patient"], meta["index"] = patients, index
     meta["series_uid"], meta["view"], meta["split"] = series_uid, view, ""
     meta["z_mm"] = np.nan if z_mm is None else z_mm
+    meta["pixel_mm"] = pixel_mm
     return meta
 
 

@@ -226,7 +226,7 @@ class SamplingEngine:
     def _context(self, model: LoadedModel) -> OutputContext:
         if model.reference not in self._contexts:
             self._contexts[model.reference] = output_context(self.store, model.reference, model.family.spatial_dims,
-                                                             model.config.get("dataset", ""))
+                                                             model.config)
         return self._contexts[model.reference]
 
     def close(self) -> None:

@@ -7,25 +7,36 @@ window the model's training set was made with. DICOM objects are CT Image
 Storage built from nothing but the pixels, fresh UIDs and the model's name,
 so no identifier of a training study can reach them; a volume is one file
 per slice, packed into a ZIP archive (one item = one blob).
+
+Geometry is the training data's (`spacing_mm` of the model's config.json,
+recorded at training time), so a viewer shows true sizes: the grid is
+centred on the origin, axial, in DICOM's LPS patient coordinates, and the
+NIfTI affine is the same grid in RAS (x and y negated).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 from PIL import Image
+from pydicom.uid import generate_uid
 
+from ctsynth.data.ct_image import CtSeriesHeader, SlicePlane, ct_slice
 from ctsynth.registry import Registry, parse_ref
 from ctsynth.rpc.errors import InvalidArgument, NotFound
 from ctsynth.storage import ObjectNotFound, ObjectStore
 
 DEFAULT_WINDOW = (-1000.0, 400.0)  # HU, the ingest default (seed 000)
 SYNTHETIC = "SYNTHETIC"
+SYNTHETIC_NAME = "SYNTHETIC^CT"  # family^given: a one-word name is the retired PN form
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 @dataclass(frozen=True)
@@ -35,26 +46,40 @@ class OutputContext:
     model: str  # "name:version"
     spatial_dims: int
     window: tuple[float, float] = DEFAULT_WINDOW
-    spacing_mm: tuple[float, ...] | None = None  # per spatial axis (z, y, x order); None: 1 mm
+    spacing_mm: tuple[float, ...] | None = None  # mm per spatial axis, ([z,] y, x); None: unknown, 1 mm nominal
 
     @property
     def spacing(self) -> tuple[float, ...]:
         return self.spacing_mm or (1.0,) * self.spatial_dims
 
 
-def output_context(store: ObjectStore, model: str, spatial_dims: int, dataset: str) -> OutputContext:
-    """The window and voxel size of the dataset `dataset` ("name:version") the
-    model was trained on; the defaults when it is unknown or gone."""
+def output_context(store: ObjectStore, model: str, spatial_dims: int, config: Mapping[str, Any]) -> OutputContext:
+    """The window of the dataset the model was trained on (the default when
+    it is unknown or gone) and the voxel size its config.json recorded."""
     datasets = Registry(store, "datasets", "dataset")
     try:
-        name, version = datasets.resolve(parse_ref(dataset, "dataset"))
+        name, version = datasets.resolve(parse_ref(config.get("dataset", ""), "dataset"))
         parameters = datasets.manifest(name, version).get("parameters", {})
     except (InvalidArgument, NotFound, ObjectNotFound):
         parameters = {}
     lo, hi = parameters.get("window") or DEFAULT_WINDOW
-    spacing = float(parameters.get("isotropic_spacing_mm") or 0)
-    return OutputContext(model, spatial_dims, (float(lo), float(hi)),
-                         (spacing,) * spatial_dims if spacing > 0 else None)
+    return OutputContext(model, spatial_dims, (float(lo), float(hi)), _spacing(config.get("spacing_mm"), spatial_dims))
+
+
+def _spacing(value, spatial_dims: int) -> tuple[float, ...] | None:
+    """A config's `spacing_mm` if it is one positive finite size per axis; None
+    for models trained before it was recorded or on data without one."""
+    if not isinstance(value, (list, tuple)) or len(value) != spatial_dims:
+        return None
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in value):
+        return None
+    return tuple(float(v) for v in value)
+
+
+def grid_origin_mm(shape: tuple[int, ...], spacing: tuple[float, ...]) -> tuple[float, ...]:
+    """LPS position (same axis order as `shape`) of the first voxel's centre
+    that centres a grid of `shape` voxels on the origin."""
+    return tuple(-(n - 1) / 2 * s for n, s in zip(shape, spacing, strict=True))
 
 
 @dataclass(frozen=True)
@@ -90,85 +115,54 @@ def _png(bits: int) -> Callable[[np.ndarray, OutputContext], Encoded]:
     return encode
 
 
-def _dicom_slice(hu: np.ndarray, context: OutputContext, uids: dict[str, str], number: int,
-                 z_mm: float, now: datetime) -> bytes:
+def _dicom_slice(header: CtSeriesHeader, plane: SlicePlane, hu: np.ndarray, context: OutputContext,
+                 number: int) -> bytes:
     """One CT Image Storage object (2D HU plane), marked synthetic."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    instance_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = instance_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, instance_uid
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = uids["study"], uids["series"]
-    ds.FrameOfReferenceUID = uids["frame"]
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = time
-    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
-    ds.Modality = "CT"
-    ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.Manufacturer = "ctsynth"
-    ds.PatientName = ds.PatientID = SYNTHETIC
-    ds.PatientBirthDate = ds.PatientSex = ds.AccessionNumber = ds.ReferringPhysicianName = ""
-    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber, ds.AcquisitionNumber = "1", 1, number, 1
-    ds.KVP = ""
+    ds = ct_slice(header, plane, hu, instance_uid=generate_uid(), number=number)
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = f"synthetic: generated by ctsynth model {context.model}"
     ds.BurnedInAnnotation = "NO"
     ds.StudyDescription = "synthetic CT (ctsynth)"
-    ds.SeriesDescription = f"synthetic CT from ctsynth model {context.model}"
-    ds.ImageComments = "SYNTHETIC IMAGE - NOT FOR DIAGNOSTIC USE"
-
-    pixel_mm = context.spacing[-2:]
-    ds.PixelSpacing = [f"{pixel_mm[0]:g}", f"{pixel_mm[1]:g}"]
-    ds.SliceThickness = f"{context.spacing[0] if context.spatial_dims == 3 else 1.0:g}"
-    ds.ImagePositionPatient = [0, 0, f"{z_mm:g}"]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.SliceLocation = f"{z_mm:g}"
     lo, hi = context.window
     ds.WindowCenter, ds.WindowWidth = f"{(lo + hi) / 2:g}", f"{hi - lo:g}"
-    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "HU"
-
-    ds.Rows, ds.Columns = hu.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.PixelData = hu.astype("<i2").tobytes()
-
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
 
 
 def _dicom(image: np.ndarray, context: OutputContext) -> Encoded:
-    """2D: one .dcm; 3D: a ZIP of slice_NNNN.dcm, one series."""
-    from pydicom.uid import generate_uid
-
+    """2D: one .dcm; 3D: a ZIP of slice_NNNN.dcm, one series, slice k at z_0 + k dz."""
     hu = hounsfield(image[0], context.window)
-    uids = {"study": generate_uid(), "series": generate_uid(), "frame": generate_uid()}
-    now = datetime.now(timezone.utc)
+    header = CtSeriesHeader(
+        patient_name=SYNTHETIC_NAME, patient_id=SYNTHETIC, study_uid=generate_uid(), series_uid=generate_uid(),
+        frame_uid=generate_uid(), description=f"synthetic CT from ctsynth model {context.model}",
+        comments="SYNTHETIC IMAGE - NOT FOR DIAGNOSTIC USE", created=datetime.now(timezone.utc))
     if context.spatial_dims == 2:
-        return Encoded(_dicom_slice(hu, context, uids, 1, 0.0, now), image.shape, "int16")
+        y0, x0 = grid_origin_mm(hu.shape, context.spacing)
+        plane = SlicePlane((x0, y0, 0.0), context.spacing)  # a lone slice has no known thickness
+        return Encoded(_dicom_slice(header, plane, hu, context, 1), image.shape, "int16")
+    dz, dy, dx = context.spacing
+    z0, y0, x0 = grid_origin_mm(hu.shape, context.spacing)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for k, plane in enumerate(hu):
-            archive.writestr(f"slice_{k:04d}.dcm", _dicom_slice(plane, context, uids, k + 1,
-                                                                 k * context.spacing[0], now))
+        for k, pixels in enumerate(hu):
+            plane = SlicePlane((x0, y0, z0 + k * dz), (dy, dx), thickness_mm=dz, spacing_mm=dz)
+            archive.writestr(f"slice_{k:04d}.dcm", _dicom_slice(header, plane, pixels, context, k + 1))
     return Encoded(buffer.getvalue(), image.shape, "int16")
 
 
 def _nifti(image: np.ndarray, context: OutputContext) -> Encoded:
-    """int16 HU in NIfTI's (x, y, z) order with an affine from the voxel size."""
+    """int16 HU in NIfTI's (x, y, z) order, in mm, with the DICOM output's grid as a RAS affine."""
     import nibabel as nib
 
-    z, y, x = context.spacing
-    volume = nib.Nifti1Image(hounsfield(image[0], context.window).transpose(2, 1, 0), np.diag([x, y, z, 1.0]))
+    dz, dy, dx = context.spacing
+    z0, y0, x0 = grid_origin_mm(image.shape[1:], context.spacing)
+    lps = np.array([[dx, 0, 0, x0], [0, dy, 0, y0], [0, 0, dz, z0], [0, 0, 0, 1]])
+    affine = LPS_TO_RAS @ lps
+    volume = nib.Nifti1Image(hounsfield(image[0], context.window).transpose(2, 1, 0), affine)
+    volume.set_qform(affine, code="scanner")
+    volume.set_sform(affine, code="scanner")
+    volume.header.set_xyzt_units(xyz="mm")
     volume.header["descrip"] = f"synthetic: ctsynth {context.model}"[:79].encode()
     return Encoded(volume.to_bytes(), image.shape, "int16")
 

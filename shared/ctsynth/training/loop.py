@@ -120,12 +120,16 @@ def load_checkpoint(store: ObjectStore, family: Family, prefix: str) -> int:
         family, store.get_bytes(f"{prefix}/optimizer.safetensors"), store.get_json(f"{prefix}/training_state.json"))
 
 
-def _model_files(family: Family, spec: TrainSpec, step: int, history: list[dict]) -> dict[str, bytes]:
+def _model_files(family: Family, spec: TrainSpec, step: int, history: list[dict],
+                 spacing_mm: tuple[float, ...] | None) -> dict[str, bytes]:
+    """The files of a model version; `spacing_mm` is the voxel size of the
+    training data on the sample grid, so outputs carry its true geometry."""
     optimizer_bytes, state = checkpoint.training_state(family, step)
     config = {
         "family": spec.family, "config": family.config.to_json(), "spatial_dims": family.spatial_dims,
         "conditional": family.conditional(family.config), "sample_masks": family.sample_masks(),
         "sample_shape": list(family.sample_shape()), "dataset": spec.dataset, "split": spec.split,
+        "spacing_mm": None if spacing_mm is None else list(spacing_mm),
         "seed": spec.seed, "precision": spec.precision, "batch_size": spec.batch_size, "workers": spec.workers,
         "ctsynth_version": __version__, "git_sha": _git_sha(), "extra": spec.extra,
     }
@@ -172,6 +176,7 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
     if prepare is not None:
         prepare(store, spec)  # e.g. the LDM loads its frozen VAE
     dataset = _dataset(family_cls, spec, store)
+    spacing_mm = dataset.spacing_mm(family.sample_shape()[1:])
     batches = StepBatches(len(dataset), spec.batch_size, spec.seed, ctx.rank, ctx.world_size)
 
     start, history = 0, []
@@ -217,10 +222,11 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
             if ctx.rank == 0:
                 store.put_json(f"{spec.prefix}/{PROGRESS}", {"step": done, "steps": spec.steps, **metrics})
         if ctx.rank == 0 and spec.checkpoint_interval and done % spec.checkpoint_interval == 0 and done < spec.steps:
-            store.publish(f"{spec.prefix}/{CHECKPOINTS}/{done:09d}", _model_files(family, spec, done, history),
+            store.publish(f"{spec.prefix}/{CHECKPOINTS}/{done:09d}",
+                          _model_files(family, spec, done, history, spacing_mm),
                           {"step": done, "job_id": spec.job_id})
     if ctx.rank == 0 and not store.exists(f"{spec.prefix}/manifest.json"):
-        store.publish(spec.prefix, _model_files(family, spec, spec.steps, history),
+        store.publish(spec.prefix, _model_files(family, spec, spec.steps, history, spacing_mm),
                       {"name": spec.model_name, "version": spec.version, "family": spec.family,
                        "job_id": spec.job_id, "step": spec.steps, "dataset": spec.dataset,
                        "headline": {k: v for k, v in (history[-1] if history else {}).items() if k != "step"}})
