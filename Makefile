@@ -41,18 +41,23 @@ lock:
 	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip==' ) > requirements.lock
 	rm -rf .lock-venv
 
-# Debian's prometheus for tests/deploy/test_local_topology.py: installed when
-# missing and we are root with apt-get; otherwise that test skips with a reason.
+# Debian packages some tests use, installed when missing and we are root with
+# apt-get: prometheus (tests/deploy/test_local_topology.py; skipped without it)
+# and dicom3tools (dciodvfy, the standard IOD validator, beside our own check
+# of the CT Image IOD's module table).
 .PHONY: system-deps images kind-test
 system-deps:
-	@if command -v prometheus >/dev/null 2>&1 || test -x /usr/bin/prometheus; then :; \
+	@missing=""; \
+	command -v prometheus >/dev/null 2>&1 || test -x /usr/bin/prometheus || missing="$$missing prometheus"; \
+	command -v dciodvfy >/dev/null 2>&1 || missing="$$missing dicom3tools"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "system-deps: installing prometheus with apt-get"; \
+	  echo "system-deps: installing$$missing with apt-get"; \
 	  ( apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive \
-	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null ) \
-	  || echo "system-deps: apt-get install prometheus failed; the Prometheus integration test will be skipped"; \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null ) \
+	  || echo "system-deps: apt-get install$$missing failed; the tests that need them skip or fall back"; \
 	else \
-	  echo "system-deps: prometheus is missing and cannot be installed here (needs root and apt-get); the Prometheus integration test will be skipped"; \
+	  echo "system-deps:$$missing missing and cannot be installed here (needs root and apt-get); the tests that need them skip or fall back"; \
 	fi
 
 # Container images (deploy/docker/Dockerfile + services/*/Dockerfile); needs a
