@@ -9,8 +9,9 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
 
+from ctsynth.data import dicom_series
 from ctsynth.data.dicom_series import find_series, load_series
-from tests.ingest.synthetic_dicom import chest_volume, declare_transfer_syntax, write_series
+from tests.ingest.synthetic_dicom import chest_volume, claim_shape, declare_transfer_syntax, write_series
 
 
 def files_under(root):
@@ -159,3 +160,101 @@ def test_one_undecodable_file_is_named(tmp_path):
     series, problems = load_only(tmp_path)
     assert len(series.hu) == 3
     assert problems[0].subject == "s/slice_000.dcm" and JPEGLSLossless.name in problems[0].reason
+
+
+def decoded_paths(monkeypatch):
+    """Record every file whose pixels the loader decodes."""
+    seen, decode = [], dicom_series.pixel_array
+
+    def recording(path, **kwargs):
+        seen.append(str(path))
+        return decode(path, **kwargs)
+
+    monkeypatch.setattr(dicom_series, "pixel_array", recording)
+    return seen
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[:-200])  # 200 of the 512 pixel bytes
+
+
+def undecodable(path):
+    declare_transfer_syntax(path, JPEGLSLossless)
+
+
+@pytest.mark.parametrize("damage, reason", [
+    pytest.param(truncate, "(512 bytes of pixel data) but the file holds only 312 bytes", id="truncated"),
+    pytest.param(undecodable, "cannot decode pixel data (JPEG-LS Lossless", id="undecodable"),
+])
+def test_damaged_duplicate_that_sorts_first_does_not_displace_the_good_copy(tmp_path, damage, reason):
+    # slice_001 and slice_002 share 2.5 mm; slice_001 sorts first (lower InstanceNumber) and is damaged.
+    hu = chest_volume(7, 16, 16)
+    hu[:, 0, 0] = np.arange(7) * 100
+    paths = write_series(tmp_path / "s", slices=7, rows=16, cols=16, hu=hu,
+                         positions=[0, 2.5, 2.5, 5, 7.5, 10, 12.5])
+    damage(paths[1])
+    series, problems = load_only(tmp_path)
+    assert series is not None, problems
+    np.testing.assert_array_equal(series.z_mm, [0, 2.5, 5, 7.5, 10, 12.5])
+    np.testing.assert_array_equal(series.hu[1], np.rint(hu[2]))  # the good copy's pixels
+    np.testing.assert_array_equal(series.hu[:, 0, 0], [0, 200, 300, 400, 500, 600])
+    assert len(problems) == 1 and problems[0].subject == "s/slice_001.dcm" and reason in problems[0].reason
+
+
+def test_the_copy_after_a_good_duplicate_is_never_decoded(tmp_path, monkeypatch):
+    paths = write_series(tmp_path / "s", slices=4, positions=[0, 2.5, 2.5, 5])
+    seen = decoded_paths(monkeypatch)
+    series, problems = load_only(tmp_path)
+    assert len(series.hu) == 3 and str(paths[2]) not in seen and len(seen) == 3
+    assert problems[0].reason == "duplicated slice positions; kept one, dropped s/slice_002.dcm"
+
+
+def claim_65535_squared(path):
+    claim_shape(path, 65535, 65535)
+
+
+def claim_65535_squared_compressed(path):
+    declare_transfer_syntax(path, JPEGLSLossless)
+    claim_shape(path, 65535, 65535)
+
+
+def claim_two_frames(path):
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = 2
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("claim, reason", [
+    pytest.param(claim_65535_squared, "header claims 65535 x 65535 pixels of 16 bits (8589672450 bytes of pixel "
+                 "data) but the file holds only 4608 bytes", id="native"),
+    pytest.param(claim_65535_squared_compressed, "65535 x 65535 pixels per slice is above the limit of 16777216 pixels",
+                 id="compressed"),
+    pytest.param(claim_two_frames, "2 frames in one file; only single-frame slices are loaded", id="multi-frame"),
+])
+def test_a_header_claiming_more_than_the_file_holds_is_refused_undecoded(tmp_path, monkeypatch, claim, reason):
+    paths = write_series(tmp_path / "s", slices=6)
+    claim(paths[5])
+    seen = decoded_paths(monkeypatch)
+    series, problems = load_only(tmp_path)
+    assert [(p.subject, p.reason) for p in problems] == [("s/slice_005.dcm", reason)]
+    assert len(series.hu) == 5 and seen == [str(p) for p in paths[:5]]
+
+
+def test_a_series_whose_every_file_claims_too_much_names_the_first_reason(tmp_path, monkeypatch):
+    for path in write_series(tmp_path / "s", slices=3):
+        claim_65535_squared(path)
+    seen = decoded_paths(monkeypatch)
+    series, problems = load_only(tmp_path)
+    assert series is None and seen == []
+    assert problems[-1].subject == "s"
+    assert problems[-1].reason.startswith("no usable file; s/slice_000.dcm: header claims 65535 x 65535")
+
+
+def test_a_series_above_the_voxel_limit_is_refused_undecoded(tmp_path, monkeypatch):
+    write_series(tmp_path / "s", slices=6, rows=48, cols=48)
+    monkeypatch.setattr(dicom_series, "MAX_SERIES_VOXELS", 6 * 48 * 48 - 1)
+    seen = decoded_paths(monkeypatch)
+    series, problems = load_only(tmp_path)
+    assert series is None and seen == []
+    assert problems == [dicom_series.SeriesProblem(
+        "s", "6 slices of 48 x 48 pixels are 13824 voxels, above the limit of 13823")]

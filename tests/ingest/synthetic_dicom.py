@@ -87,3 +87,10 @@ def declare_transfer_syntax(path: Path, syntax_uid: str) -> None:
     ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f garbage, not a codestream" * 4])
     ds["PixelData"].VR = "OB"
     ds.save_as(path, enforce_file_format=True)
+
+
+def claim_shape(path: Path, rows: int, columns: int) -> None:
+    """Rewrite `path`'s header to claim `rows` x `columns` pixels, keeping its (smaller) pixel data."""
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = rows, columns
+    ds.save_as(path, enforce_file_format=True)

@@ -18,6 +18,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, pixel_array
+from pydicom.pixels.utils import get_expected_length, get_nr_frames
 
 # Files whose names end like this are expected to be DICOM, so failing to
 # read one is reported; any other unreadable file is simply not DICOM.
@@ -28,6 +29,11 @@ SPACING_TOLERANCE_MM = 1e-3
 ORIENTATION_TOLERANCE = 1e-4
 HEADER_TAGS = ("SeriesInstanceUID", "StudyInstanceUID", "PatientID", "Modality")
 GEOMETRY_TAGS = ("Rows", "Columns", "PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient")
+PIXEL_TAGS = ("SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated")  # what the pixel data size needs
+# Limits on what headers may make a worker allocate: CT slices are 512² (1024²
+# on high-resolution scanners); 4096 slices of 512² are 2**30 voxels, 4 GiB as float32.
+MAX_SLICE_PIXELS = 4096 * 4096
+MAX_SERIES_VOXELS = 2**30
 
 
 @dataclass(frozen=True)
@@ -112,10 +118,11 @@ def find_series(files: Iterable[Path], root: Path) -> tuple[list[SeriesRef], lis
 def load_series(ref: SeriesRef) -> tuple[CtSeries | None, list[SeriesProblem]]:
     """Validate and load a series; None (with the reasons) when it is unusable.
 
-    Unreadable or undecodable files are left out; a series whose files
-    disagree on geometry, that is not CT, or that has missing slices is left
-    out whole. Duplicated positions keep the slice with the lowest
-    InstanceNumber, as pylidc does.
+    Unreadable or undecodable files, and files whose header claims more
+    pixels than they hold or than the limits allow, are left out; a series
+    whose files disagree on geometry, that is not CT, or that has missing
+    slices is left out whole. Duplicated positions keep the slice with the
+    lowest InstanceNumber that decodes, as pylidc does.
     """
     if ref.modality != "CT":
         return None, [SeriesProblem(ref.name, f"modality {ref.modality or 'missing'!r} is not CT")]
@@ -123,20 +130,17 @@ def load_series(ref: SeriesRef) -> tuple[CtSeries | None, list[SeriesProblem]]:
     headers = []
     for path in ref.files:
         try:
-            headers.append((path, pydicom.dcmread(path, stop_before_pixels=True)))
-        except Exception as exc:  # pydicom raises many types for damaged files
-            problems.append(SeriesProblem(ref.relative(path), f"corrupt or truncated file: {_one_line(exc)}"))
-    complete = []
-    for path, header in headers:
-        missing = [tag for tag in GEOMETRY_TAGS if header.get(tag) is None]
-        if missing:
-            reason = f"truncated or incomplete header: lacks {', '.join(missing)}"
+            header, pixel_bytes = _read_header(path)
+            reason = _header_problem(header, pixel_bytes)
+        except Exception as exc:  # pydicom raises many types for damaged files and values
+            reason = f"corrupt or truncated file: {_one_line(exc)}"
+        if reason:
             problems.append(SeriesProblem(ref.relative(path), reason))
         else:
-            complete.append((path, header))
-    headers = complete
+            headers.append((path, header))
     if not headers:
-        return None, problems + [SeriesProblem(ref.name, "no readable files")]
+        first = problems[0]
+        return None, problems + [SeriesProblem(ref.name, f"no usable file; {first.subject}: {first.reason}")]
     inconsistency = _geometry_problem(ref, headers)
     if inconsistency:
         return None, problems + [SeriesProblem(ref.name, inconsistency)]
@@ -146,12 +150,17 @@ def load_series(ref: SeriesRef) -> tuple[CtSeries | None, list[SeriesProblem]]:
         headers,
         key=lambda item: (_position(item[1], normal), int(item[1].get("InstanceNumber", 0) or 0), item[0]),
     )
-    ordered, duplicates = _drop_duplicates(ordered, normal)
+    copies = _group_positions(ordered, normal)
+    rows, columns = int(headers[0][1].Rows), int(headers[0][1].Columns)
+    if len(copies) * rows * columns > MAX_SERIES_VOXELS:
+        return None, problems + [SeriesProblem(ref.name, (
+            f"{len(copies)} slices of {rows} x {columns} pixels are {len(copies) * rows * columns} voxels, "
+            f"above the limit of {MAX_SERIES_VOXELS}"))]
+
+    hu, decoded, failures, duplicates = _decode(copies)
     if duplicates:
         dropped = ", ".join(ref.relative(p) for p in duplicates)
         problems.append(SeriesProblem(ref.name, f"duplicated slice positions; kept one, dropped {dropped}"))
-
-    hu, decoded, failures = _decode(ordered)
     if not decoded:
         return None, problems + [SeriesProblem(ref.name, f"no slice could be decoded; {failures[0][1]}")]
     problems += [SeriesProblem(ref.relative(path), reason) for path, reason in failures]
@@ -175,24 +184,63 @@ def load_series(ref: SeriesRef) -> tuple[CtSeries | None, list[SeriesProblem]]:
     return series, problems
 
 
-def _decode(ordered):
-    """Decode each file straight into one preallocated HU volume.
+def _read_header(path: str) -> tuple[pydicom.Dataset, int | None]:
+    """The header without pixels, and how many bytes the file holds after the
+    Pixel Data element's own header (None for compressed or deflated data,
+    whose size says nothing about the decoded size)."""
+    with open(path, "rb") as f:
+        header = pydicom.dcmread(f, stop_before_pixels=True)
+        syntax = header.get("file_meta", pydicom.Dataset()).get("TransferSyntaxUID")
+        if syntax is None or not syntax.is_transfer_syntax or syntax.is_compressed or syntax.is_deflated:
+            return header, None
+        implicit_vr, _ = header.original_encoding
+        element_header = 8 if implicit_vr else 12  # tag, (VR, reserved,) 32-bit length
+        return header, max(os.fstat(f.fileno()).st_size - f.tell() - element_header, 0)
 
-    Pixels are read from the file, not kept on the header datasets, so the
-    volume is the only full-size copy. Returns the volume, the (path, header)
-    pairs that decoded, and (path, reason) for those that did not.
+
+def _header_problem(header: pydicom.Dataset, pixel_bytes: int | None) -> str | None:
+    """Why a file cannot give a slice, judged from its header alone, so that a
+    header claiming an absurd size is refused before anything is allocated."""
+    missing = [tag for tag in GEOMETRY_TAGS + PIXEL_TAGS if header.get(tag) is None]
+    if missing:
+        return f"truncated or incomplete header: lacks {', '.join(missing)}"
+    frames = get_nr_frames(header, warn=False)
+    if frames != 1:
+        return f"{frames} frames in one file; only single-frame slices are loaded"
+    rows, columns = int(header.Rows), int(header.Columns)
+    expected = get_expected_length(header)
+    if pixel_bytes is not None and pixel_bytes < expected:
+        return (f"header claims {rows} x {columns} pixels of {header.BitsAllocated} bits "
+                f"({expected} bytes of pixel data) but the file holds only {pixel_bytes} bytes")
+    if rows * columns > MAX_SLICE_PIXELS:
+        return f"{rows} x {columns} pixels per slice is above the limit of {MAX_SLICE_PIXELS} pixels"
+    return None
+
+
+def _decode(copies):
+    """Decode one slice per position straight into one preallocated HU volume.
+
+    The copies at a position are tried in order until one decodes, so a
+    damaged duplicate never displaces a good one; the copies after it are
+    dropped undecoded. Pixels are read from the file, not kept on the header
+    datasets, so the volume is the only full-size copy. Returns the volume,
+    the (path, header) pairs that decoded, (path, reason) for those that did
+    not, and the paths of the dropped duplicates.
     """
-    first = ordered[0][1]
-    hu = np.empty((len(ordered), first.Rows, first.Columns), dtype=np.float32)
-    decoded, failures = [], []
-    for path, header in ordered:
-        try:
-            hu[len(decoded)] = apply_modality_lut(pixel_array(path), header)
-        except Exception as exc:  # decoders raise many types
-            failures.append((path, f"cannot decode pixel data ({_syntax_name(header)}): {_one_line(exc)}"))
-        else:
-            decoded.append((path, header))
-    return hu[: len(decoded)], decoded, failures
+    first = copies[0][0][1]
+    hu = np.empty((len(copies), first.Rows, first.Columns), dtype=np.float32)
+    decoded, failures, dropped = [], [], []
+    for group in copies:
+        for k, (path, header) in enumerate(group):
+            try:
+                hu[len(decoded)] = apply_modality_lut(pixel_array(path), header)
+            except Exception as exc:  # decoders raise many types
+                failures.append((path, f"cannot decode pixel data ({_syntax_name(header)}): {_one_line(exc)}"))
+            else:
+                decoded.append((path, header))
+                dropped += [p for p, _ in group[k + 1 :]]
+                break
+    return hu[: len(decoded)], decoded, failures, dropped
 
 
 def _geometry_problem(ref: SeriesRef, datasets: list[tuple[str, pydicom.Dataset]]) -> str | None:
@@ -223,15 +271,15 @@ def _position(ds: pydicom.Dataset, normal: np.ndarray) -> float:
     return float(np.dot(np.array(ds.ImagePositionPatient, dtype=float), normal))
 
 
-def _drop_duplicates(ordered, normal):
-    """Keep the first slice at each position (lowest InstanceNumber); return kept and dropped paths."""
-    kept, dropped = [ordered[0]], []
+def _group_positions(ordered, normal):
+    """The sorted (path, header) pairs grouped by slice position, each group in preference order."""
+    groups = [[ordered[0]]]
     for item in ordered[1:]:
-        if abs(_position(item[1], normal) - _position(kept[-1][1], normal)) < DUPLICATE_TOLERANCE_MM:
-            dropped.append(item[0])
+        if abs(_position(item[1], normal) - _position(groups[-1][0][1], normal)) < DUPLICATE_TOLERANCE_MM:
+            groups[-1].append(item)
         else:
-            kept.append(item)
-    return kept, dropped
+            groups.append([item])
+    return groups
 
 
 def _gap_problem(positions: np.ndarray) -> str | None:
