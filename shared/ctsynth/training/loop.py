@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,7 +121,7 @@ def load_checkpoint(store: ObjectStore, family: Family, prefix: str) -> int:
         family, store.get_bytes(f"{prefix}/optimizer.safetensors"), store.get_json(f"{prefix}/training_state.json"))
 
 
-def _model_files(family: Family, spec: TrainSpec, step: int, history: list[dict],
+def _model_files(family: Family, spec: TrainSpec, step: int, history: list[dict], resumed_at: list[int],
                  spacing_mm: tuple[float, ...] | None) -> dict[str, bytes]:
     """The files of a model version; `spacing_mm` is the voxel size of the
     training data on the sample grid, so outputs carry its true geometry."""
@@ -138,7 +139,7 @@ def _model_files(family: Family, spec: TrainSpec, step: int, history: list[dict]
         "optimizer.safetensors": optimizer_bytes,
         "training_state.json": checkpoint.dumps(state),
         "config.json": checkpoint.dumps(config),
-        "metrics.json": checkpoint.dumps({"step": step, "history": history}),
+        "metrics.json": checkpoint.dumps({"step": step, "history": history, "resumed_at": resumed_at}),
         "samples.png": sample_grid_png(family, seed=spec.seed),
     }
 
@@ -179,13 +180,15 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
     spacing_mm = dataset.spacing_mm(family.sample_shape()[1:])
     batches = StepBatches(len(dataset), spec.batch_size, spec.seed, ctx.rank, ctx.world_size)
 
-    start, history = 0, []
+    start, history, resumed_at = 0, [], []
     resume = latest_checkpoint(store, spec.prefix) or (
         (None, spec.resume_from) if spec.resume_from else None)
     if resume is not None:
         start = load_checkpoint(store, family, resume[1])
         if store.exists(f"{resume[1]}/metrics.json"):
-            history = store.get_json(f"{resume[1]}/metrics.json")["history"]
+            earlier = store.get_json(f"{resume[1]}/metrics.json")
+            history, resumed_at = earlier["history"], earlier.get("resumed_at", [])
+        resumed_at = [*resumed_at, start]  # the steps this run restarted from, for the record
         log.info("resumed", extra={"job_id": spec.job_id, "step": start, "from": resume[1]})
     if ctx.world_size > 1:
         _wrap_ddp(family, device)
@@ -220,13 +223,14 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
             if done % report_interval == 0 or done == spec.steps:
                 ctx.report(metrics)
             if ctx.rank == 0:
-                store.put_json(f"{spec.prefix}/{PROGRESS}", {"step": done, "steps": spec.steps, **metrics})
+                store.put_json(f"{spec.prefix}/{PROGRESS}", {"step": done, "steps": spec.steps,
+                                                                  "worker": {"rank": ctx.rank, "pid": os.getpid()}, **metrics})
         if ctx.rank == 0 and spec.checkpoint_interval and done % spec.checkpoint_interval == 0 and done < spec.steps:
             store.publish(f"{spec.prefix}/{CHECKPOINTS}/{done:09d}",
-                          _model_files(family, spec, done, history, spacing_mm),
+                          _model_files(family, spec, done, history, resumed_at, spacing_mm),
                           {"step": done, "job_id": spec.job_id})
     if ctx.rank == 0 and not store.exists(f"{spec.prefix}/manifest.json"):
-        store.publish(spec.prefix, _model_files(family, spec, spec.steps, history, spacing_mm),
+        store.publish(spec.prefix, _model_files(family, spec, spec.steps, history, resumed_at, spacing_mm),
                       {"name": spec.model_name, "version": spec.version, "family": spec.family,
                        "job_id": spec.job_id, "step": spec.steps, "dataset": spec.dataset,
                        "headline": {k: v for k, v in (history[-1] if history else {}).items() if k != "step"}})
