@@ -49,3 +49,27 @@ def test_token_file_is_read_and_empty_file_refused(tmp_path):
     token.write_text("\n")
     with pytest.raises(ValueError, match="file is empty"):
         ServerSettings.from_env({"CTSYNTH_AUTH_TOKEN_FILE": str(token)})
+
+
+def test_import_roots_default_to_the_store_and_the_import_dir(tmp_path):
+    settings = ServerSettings.from_env({"CTSYNTH_IMPORT_DIR": str(tmp_path / "import")},
+                                       store_uri=(tmp_path / "store").as_uri())
+    assert settings.allowed_roots().roots == ((tmp_path / "store").as_uri(), str(tmp_path / "import"))
+    explicit = ServerSettings.from_env({"CTSYNTH_IMPORT_ROOTS": f"{tmp_path}/a, s3://bucket/imports"})
+    assert explicit.allowed_roots().roots == (f"{tmp_path}/a", "s3://bucket/imports")
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"CTSYNTH_IMPORT_ROOTS": "data/lidc"}, "CTSYNTH_IMPORT_ROOTS: allowed root 'data/lidc': must be absolute"),
+    ({"CTSYNTH_IMPORT_DIR": "import"}, "CTSYNTH_IMPORT_DIR='import' must be an absolute path"),
+])
+def test_malformed_import_roots_are_named(env, message):
+    with pytest.raises(ValueError, match=message):
+        ServerSettings.from_env(env)
+
+
+def test_each_service_of_each_store_has_its_own_work_dir(tmp_path):
+    one, other = (ServerSettings(store_uri=f"file:///{name}", work_dir=str(tmp_path)) for name in ("a", "b"))
+    assert one.service_work_dir("ingest").parent.parent == tmp_path
+    assert len({one.service_work_dir("ingest"), one.service_work_dir("evaluation"),
+                other.service_work_dir("ingest")}) == 3

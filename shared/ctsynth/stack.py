@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
-import platformdirs
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ctsynth.config import state_dir
 from ctsynth.processes import pid_alive
 from ctsynth.services import SERVICES
 
@@ -29,7 +29,7 @@ from ctsynth.services import SERVICES
 def default_state_file() -> Path:
     """Where the running stack is recorded: CTSYNTH_STATE_DIR (tests set it)
     or the user's data dir."""
-    return Path(os.environ.get("CTSYNTH_STATE_DIR") or platformdirs.user_data_dir("ctsynth")) / "stack.json"
+    return state_dir() / "stack.json"
 
 
 @dataclass(frozen=True)

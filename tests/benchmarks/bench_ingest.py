@@ -83,6 +83,7 @@ def _measure(method: str, root: Path, out: Path) -> dict:
 
 def _ours(root: Path, out: Path, **options) -> None:
     from ctsynth.ingest import IngestOptions, run_ingest
+    from ctsynth.roots import AllowedRoots
     from ctsynth.storage import LocalStore
 
     class Quiet:
@@ -91,7 +92,7 @@ def _ours(root: Path, out: Path, **options) -> None:
         def check_cancelled(self): ...
 
     run_ingest(IngestOptions(source=str(root), dataset="bench", slice_size=SLICE_SIZE, **options),
-               LocalStore(out), "datasets/bench/1", Quiet())
+               LocalStore(out), "datasets/bench/1", Quiet(), roots=AllowedRoots((str(root),)))
 
 
 def _files(root: Path) -> list[Path]:

@@ -49,9 +49,11 @@ def store(store_root):
 
 
 @pytest.fixture(scope="session")
-def host(store_root) -> Iterator[ServiceHost]:
+def host(store_root, tmp_path_factory) -> Iterator[ServiceHost]:
+    """Weights files the tests write lie under pytest's base temp dir: the service's one import root."""
     settings = dataclasses.replace(ServerSettings.from_env(store_uri=(store_root / "store").as_uri()),
-                                   host="127.0.0.1", port=0, metrics_port=None, grace_seconds=1.0, auth_token=None)
+                                   host="127.0.0.1", port=0, metrics_port=None, grace_seconds=1.0, auth_token=None,
+                                   import_roots=(str(tmp_path_factory.getbasetemp()),))
     sampling = SamplingSettings.from_env({}, device="cpu", max_batch=8)
     base = SERVICES["evaluation"]
     spec = ServiceSpec(base.name, base.full_name,

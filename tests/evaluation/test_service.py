@@ -253,9 +253,29 @@ def test_a_stored_synthetic_set_of_another_shape_fails_each_metric_precisely(stu
     ({"dataset": "tiny", "domain_extractor": "nope", "model": pb.ModelSamples(model="dcgan", count=4)},
      "NOT_FOUND", "no model named 'nope'"),
     ({"dataset": "tiny", "inception_weights": "/nonexistent/w.pth", "model": pb.ModelSamples(model="dcgan", count=4)},
-     "FAILED_PRECONDITION", "weights file /nonexistent/w.pth does not exist. FID, KID and PR need InceptionV3"),
+     "INVALID_ARGUMENT", "inception_weights: /nonexistent/w.pth is outside the allowed roots"),
 ])
 def test_bad_requests_get_a_precise_status(stub, dcgan_run, fields, code, text):
     with pytest.raises(grpc.RpcError) as refused:
         stub.StartEvaluation(pb.StartEvaluationRequest(**fields))
     assert refused.value.code().name == code and text in refused.value.details()
+
+
+def test_weights_outside_the_roots_are_refused_without_saying_whether_they_exist(stub, tmp_path, tmp_path_factory):
+    answers = {}
+    escape = f"file://{tmp_path}/{'../' * len(tmp_path.parts)}etc/hostname"
+    for field in ("inception_weights", "med3d_weights"):
+        for reference in ("/etc/hostname", "/etc/no-such-weights.pth", escape):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.StartEvaluation(pb.StartEvaluationRequest(dataset="tiny", **{field: reference},
+                                                               model=pb.ModelSamples(model="dcgan", count=4)))
+            answers[reference] = (refused.value.code().name, refused.value.details().replace(reference, "REF"))
+        assert len(set(answers.values())) == 1, answers
+        code, details = next(iter(answers.values()))
+        assert code == "INVALID_ARGUMENT" and details.startswith(f"{field}: REF is outside the allowed roots")
+        answers.clear()
+    missing = tmp_path_factory.getbasetemp() / "missing.pth"
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.StartEvaluation(pb.StartEvaluationRequest(dataset="tiny", inception_weights=str(missing),
+                                                       model=pb.ModelSamples(model="dcgan", count=4)))
+    assert refused.value.code().name == "FAILED_PRECONDITION" and "does not exist" in refused.value.details()

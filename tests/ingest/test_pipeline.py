@@ -11,19 +11,23 @@ from pydicom.uid import JPEGLSLossless
 
 from ctsynth.data.dataset_h5 import SliceDataset, VolumeDataset, read_table
 from ctsynth.ingest import IngestOptions, run_ingest
-from ctsynth.rpc.errors import FailedPrecondition
+from ctsynth.ingest.pipeline import TEMP_PREFIX, remove_leftovers
+from ctsynth.roots import AllowedRoots
+from ctsynth.rpc.errors import FailedPrecondition, InvalidArgument
 from ctsynth.storage import LocalStore, ObjectNotFound
 
 from .conftest import Cancelled, RecordingReporter
-from .synthetic_dicom import declare_transfer_syntax, write_series
+from .synthetic_dicom import claim_shape, declare_transfer_syntax, write_series
 
 SMALL = {"slice_size": 64, "volume_size": 32}
+EVERYWHERE = AllowedRoots(("/",))  # most tests here are about processing; confinement has its own
 
 
-def ingest(source, store, reporter=None, prefix="datasets/t/1", workers=1, **options):
+def ingest(source, store, reporter=None, prefix="datasets/t/1", workers=1, roots=EVERYWHERE, work_dir=None,
+           **options):
     reporter = reporter or RecordingReporter()
     manifest = run_ingest(IngestOptions(source=str(source), dataset="t", **{**SMALL, **options}), store, prefix,
-                          reporter, workers=workers)
+                          reporter, roots=roots, work_dir=work_dir, workers=workers)
     return manifest, reporter
 
 
@@ -178,9 +182,10 @@ def test_bad_inputs_are_warnings_and_the_job_goes_on(messy_tree, store):
 
 
 def test_nothing_usable_is_a_failed_precondition(tmp_path, store):
-    write_series(tmp_path / "src" / "mr", slices=3, modality="MR")
-    with pytest.raises(FailedPrecondition, match="not CT"):
+    write_series(tmp_path / "src" / "mr-study-folder", slices=3, modality="MR")
+    with pytest.raises(FailedPrecondition, match="not CT") as refused:
         ingest(tmp_path / "src", store)
+    assert "mr-study-folder" not in str(refused.value), "the error is no listing of the source"
     (tmp_path / "empty").mkdir()
     with pytest.raises(FailedPrecondition, match="empty folder"):
         ingest(tmp_path / "empty", store)
@@ -204,6 +209,7 @@ def test_slice_image_folders(tmp_path, store):
     assert sum(len(p) for p in manifest["patients"].values()) == 3
     data, meta = arrays(published(store, "slices.h5"))
     assert not data["masks"].any() and not meta["has_nodule"].any()
+    assert np.isnan(meta["pixel_mm"]).all(), "image files carry no physical pixel size"
     np.testing.assert_allclose(data["images"][0].astype(np.float32).mean(), grey.mean() / 255, atol=0.01)
 
 
@@ -225,3 +231,59 @@ def test_cancelled_job_publishes_nothing(ct_tree, store):
 def test_max_series_limits_the_work(ct_tree, store):
     manifest, _ = ingest(ct_tree, store, max_series=2)
     assert manifest["counts"]["series"] == 2
+
+
+def test_slices_record_the_pixel_size_they_were_fitted_to(ct_tree, store):
+    # 48 x 48 pixels of 0.8 mm and 6 slices of 2.5 mm: the 38.4 mm width spans the 64-pixel slice.
+    ingest(ct_tree, store, views=("axial", "coronal"))
+    meta = read_table(published(store, "slices.h5"))
+    assert set(meta["view"]) == {"axial", "coronal"}
+    np.testing.assert_allclose(meta["pixel_mm"], 48 * 0.8 / SMALL["slice_size"], rtol=1e-6)
+    assert SliceDataset(published(store, "slices.h5")).spacing_mm((32, 32)) == pytest.approx((1.2, 1.2))
+
+
+def test_oversized_headers_and_damaged_duplicates_cost_only_their_files(ct_tree, store):
+    for path in write_series(ct_tree / "P4" / "huge", patient="P4", slices=4):
+        claim_shape(path, 65535, 65535)  # 8 GiB claimed over 4.5 KiB of pixels
+    dupes = write_series(ct_tree / "P5" / "dupes", patient="P5", slices=7, positions=[0, 2.5, 2.5, 5, 7.5, 10, 12.5])
+    dupes[1].write_bytes(dupes[1].read_bytes()[:-1000])  # the copy that sorts first is truncated
+    manifest, reporter = ingest(ct_tree, store)
+    assert reporter.warned("P4/huge/slice_000.dcm", "header claims 65535 x 65535 pixels")
+    assert reporter.warned("P4/huge", "no usable file")
+    assert reporter.warned("P5/dupes/slice_001.dcm", "file holds only")
+    assert not reporter.warned("P5/dupes", "missing slices")
+    assert manifest["counts"]["patients"] == 4 and manifest["counts"]["series"] == 4  # P1-P3 and P5
+    volumes = read_table(published(store, "volumes.h5"))
+    assert sorted(volumes["patient"]) == ["P1", "P2", "P3", "P5"]
+
+
+def test_a_source_outside_the_roots_is_refused_before_anything_is_read_or_created(tmp_path, store, ct_tree):
+    roots = AllowedRoots((str(tmp_path / "allowed"),))
+    for source in (ct_tree, (tmp_path / "anywhere" / "a" / "b").as_uri()):
+        reporter = RecordingReporter()
+        with pytest.raises(InvalidArgument, match="source: .* is outside the allowed roots"):
+            ingest(source, store, reporter=reporter, roots=roots)
+        assert reporter.events == reporter.warnings == [], "nothing was read"
+    missing = tmp_path / "allowed" / "a" / "b"
+    with pytest.raises(InvalidArgument, match="is not a readable store prefix"):
+        ingest(missing.as_uri(), store, roots=AllowedRoots((str(tmp_path),)))
+    assert not (tmp_path / "anywhere").exists() and not (tmp_path / "allowed").exists(), "nothing was created"
+
+
+def test_temporary_files_live_in_the_work_dir_and_leftovers_are_removed(ct_tree, store, tmp_path):
+    work = tmp_path / "work"
+    seen = []
+
+    class Watching(RecordingReporter):
+        def progress(self, stage, done, total, unit):
+            seen.extend(p.name for p in work.iterdir())
+            super().progress(stage, done, total, unit)
+
+    ingest(ct_tree, store, reporter=Watching(), work_dir=work)
+    assert seen and all(name.startswith(TEMP_PREFIX) for name in seen)
+    assert list(work.iterdir()) == [], "a finished ingest leaves nothing behind"
+    (work / f"{TEMP_PREFIX}crashed" / "source").mkdir(parents=True)
+    (work / f"{TEMP_PREFIX}crashed" / "source" / "slice.h5").write_bytes(b"decoded")
+    (work / "not-ours").mkdir()
+    remove_leftovers(work)
+    assert [p.name for p in work.iterdir()] == ["not-ours"]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+import select
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import grpc
@@ -23,9 +26,19 @@ State = common_pb2.JobState
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def import_roots(tmp_path_factory, monkeypatch) -> str:
+    """Test data lives under pytest's base temp dir: the import root of every server here (in-process
+    CLI and subprocesses read it from the environment)."""
+    root = str(tmp_path_factory.getbasetemp())
+    monkeypatch.setenv("CTSYNTH_IMPORT_ROOTS", root)
+    return root
+
+
 @pytest.fixture
-def service(tmp_path):
-    settings = ServerSettings(store_uri=(tmp_path / "store").as_uri(), port=0, grace_seconds=1.0)
+def service(tmp_path, import_roots):
+    settings = ServerSettings(store_uri=(tmp_path / "store").as_uri(), port=0, grace_seconds=1.0,
+                              import_roots=(import_roots,))
     host = build_server(["ingest"], settings)
     channel = open_channel(host.address)
     yield ingest_pb2_grpc.IngestServiceStub(channel), host.servicers["ingest"]._store
@@ -127,45 +140,107 @@ def test_lidc_phantoms_ingest_with_masks(service, lidc_phantom_root):
     assert dataset.parameters["source_kind"] in ("auto", "lidc")
 
 
-def _serve(store_uri: str) -> tuple[subprocess.Popen, str]:
+def test_a_source_outside_the_roots_creates_nothing_and_lists_nothing(service, tmp_path):
+    stub, _ = service
+    probe = Path("/") / f"ctsynth-probe-{uuid.uuid4().hex}"
+    etc_folders = {p.name for p in Path("/etc").iterdir() if p.is_dir()}
+    link = tmp_path / "etc-link"
+    link.symlink_to("/etc")
+    for source in (f"file://{probe}/a/b", "/etc", str(link), "relative/folder"):
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.StartIngest(small_request(source, dataset="probe"))
+        details = refused.value.details()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("source:"), details
+        assert not etc_folders & set(re.split(r"[^\w.-]+", details)), details
+    missing = tmp_path / "missing"
+    final, _ = finish(stub, stub.StartIngest(small_request(f"{missing.as_uri()}/a/b", dataset="probe")))
+    assert final.state == State.JOB_STATE_FAILED and final.error.code == "INVALID_ARGUMENT", final.error
+    assert not probe.exists() and not missing.exists(), "a named source is never created"
+
+
+def _serve(store_uri: str, work_dir: Path) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "ctsynth.cli.main", "--store", store_uri, "serve", "ingest", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+        env={**os.environ, "CTSYNTH_WORK_DIR": str(work_dir)})
     return process, process.stdout.readline().split(" on ")[1].split()[0]
 
 
-def test_kill_9_mid_job_publishes_nothing_and_a_restart_finishes_it(tmp_path, lidc_phantom_root):
+def _children(pid: int) -> set[int]:
+    """The children of every thread of `pid`, from /proc."""
+    children = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children |= {int(c) for c in (task / "children").read_text().split()}
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return children
+
+
+def _descendants(pid: int) -> set[int]:
+    """The processes below `pid` (its children, theirs, ...)."""
+    found, todo = set(), [pid]
+    while todo:
+        children = _children(todo.pop())
+        todo += children - found
+        found |= children
+    return found
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="tracks processes by pidfd (Linux)")
+def test_kill_9_mid_job_publishes_nothing_leaves_nothing_and_a_restart_finishes_it(tmp_path, lidc_phantom_root):
     root, _ = lidc_phantom_root
     store_uri = (tmp_path / "store").as_uri()
     store = open_store(store_uri)
+    work = ServerSettings(store_uri=store_uri, work_dir=str(tmp_path / "work")).service_work_dir("ingest")
     request = ingest_pb2.StartIngestRequest(source=str(root), dataset="crash",
                                             slices=ingest_pb2.SliceOptions(size=32),
                                             volumes=ingest_pb2.VolumeOptions(size=16))
-    process, address = _serve(store_uri)
+    process, address = _serve(store_uri, tmp_path / "work")
+    watched = {}  # pid -> pidfd: a pidfd names one process, never a later one with a reused pid
     try:
         with open_channel(address) as channel:
             job = ingest_pb2_grpc.IngestServiceStub(channel).StartIngest(request, timeout=30)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 60  # a guard against hangs, not a timing assertion
         while time.monotonic() < deadline:
-            stored = store.get_json(f"jobs/ingest/{job.id}.json")
-            if stored.get("state") == "JOB_STATE_RUNNING":
-                break
+            children = _descendants(process.pid)
+            for pid in children - watched.keys():
+                try:
+                    watched[pid] = os.pidfd_open(pid)
+                except ProcessLookupError:
+                    pass
+            workers = children - _children(process.pid)
+            if workers and work.is_dir() and any(work.iterdir()):
+                break  # the pool (fork server, resource tracker, workers) is up and temp data is written
             time.sleep(0.05)
+        assert workers, "the job ran without a worker pool"
+        leftovers = list(work.iterdir())
         os.kill(process.pid, signal.SIGKILL)
         process.wait(10)
+        pending = dict(watched)
+        deadline = time.monotonic() + 60
+        while pending and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(pending.values()), [], [], 1.0)
+            pending = {pid: fd for pid, fd in pending.items() if fd not in ready}
+        assert not pending, f"orphaned after kill -9: {sorted(pending)}"
     finally:
         if process.poll() is None:
             process.kill()
+        for fd in watched.values():
+            os.close(fd)
     assert not store.exists("datasets/crash/1/manifest.json"), "a killed job must publish nothing"
+    assert leftovers and all(path.exists() for path in leftovers), "the crash left temp data (until a restart)"
 
-    process, address = _serve(store_uri)
+    process, address = _serve(store_uri, tmp_path / "work")
     try:
+        assert not any(path.exists() for path in leftovers), "the restarted service removed the crash's temp data"
         with open_channel(address) as channel:
             stub = ingest_pb2_grpc.IngestServiceStub(channel)
             final, _ = finish(stub, job)
             assert final.state == State.JOB_STATE_SUCCEEDED, final.error.message
             assert final.result == "crash:1", "the resumed job kept its version"
             store.read_manifest("datasets/crash/1", verify=True)
+        assert list(work.iterdir()) == [], "a finished job leaves no temp data"
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)

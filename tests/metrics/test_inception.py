@@ -3,6 +3,7 @@ weights file built here in torch-fidelity's layout."""
 
 from __future__ import annotations
 
+import io
 import pickle
 
 import numpy as np
@@ -73,3 +74,16 @@ def test_missing_or_unsafe_weights_say_how_to_provide_them(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, other)
     with pytest.raises(FailedPrecondition, match="not hold InceptionV3 weights.*pt_inception-2015-12-05-6726825d"):
         InceptionFeatures(other, CPU)
+
+
+def test_the_file_is_read_once_and_torch_fidelity_gets_only_the_checked_tensors(inception_weights, monkeypatch):
+    loads = []
+    load = torch.load
+
+    def recording(source, *args, **kwargs):
+        loads.append((type(source), kwargs.get("weights_only")))
+        return load(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording)
+    InceptionFeatures(inception_weights, CPU)
+    assert loads == [(io.BytesIO, True), (io.BytesIO, False)], "no load opens the file; the first is weights-only"

@@ -15,6 +15,20 @@ def test_plain_path_opens_a_local_store_and_creates_it(tmp_path):
     assert store.uri == (tmp_path / "new" / "store").as_uri()
 
 
+def test_create_false_opens_only_what_exists_and_creates_nothing(tmp_path, s3_env, bucket_name):
+    for where in (str(tmp_path / "a" / "b"), (tmp_path / "a" / "b").as_uri()):
+        with pytest.raises(StorageError, match="no store folder"):
+            open_store(where, create=False)
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "a").mkdir()
+    opened = open_store((tmp_path / "a").as_uri(), create=False)
+    assert opened.root == tmp_path / "a" and list(opened.list()) == []
+    with pytest.raises(StorageError, match=f"bucket '{bucket_name}' does not exist"):
+        open_store(f"s3://{bucket_name}/x", env=s3_env, create=False)  # although CTSYNTH_S3_CREATE_BUCKET=true
+    client = client_from_env(s3_env)
+    assert not client.bucket_exists(bucket_name)
+
+
 def test_file_uri_round_trips_through_store_uri(tmp_path):
     first = open_store((tmp_path / "a b").as_uri())  # percent-encoded space
     first.put("k", b"v")

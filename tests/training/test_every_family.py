@@ -38,7 +38,8 @@ def stack(tmp_path_factory, lidc_phantom_root):
     os.environ.setdefault("CTSYNTH_RAY_DASHBOARD", "0")
     root, _ = lidc_phantom_root
     store = (tmp_path_factory.mktemp("families") / "store").as_uri()
-    host = build_server(["ingest", "training"], ServerSettings(store_uri=store, port=0, grace_seconds=1.0))
+    host = build_server(["ingest", "training"], ServerSettings(store_uri=store, port=0, grace_seconds=1.0,
+                                                                    import_roots=(str(root),)))
     channel = open_channel(host.address)
     ingest = ingest_pb2_grpc.IngestServiceStub(channel)
     job = ingest.StartIngest(ingest_pb2.StartIngestRequest(

@@ -255,6 +255,10 @@ spec:
               value: {{ $common.graceSeconds | quote }}
             - name: CTSYNTH_LOG_LEVEL
               value: {{ $common.logLevel | quote }}
+            - name: CTSYNTH_IMPORT_DIR
+              value: {{ $common.importDir | quote }}
+            - name: CTSYNTH_WORK_DIR
+              value: {{ $common.workDir | quote }}
             {{- include "ctsynth.storeEnv" $root | nindent 12 }}
             {{- if $root.Values.auth.enabled }}
             - name: CTSYNTH_AUTH_TOKEN

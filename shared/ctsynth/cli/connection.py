@@ -14,6 +14,8 @@ def target_of(args) -> str | None:
     return running.target if running is not None else None
 
 
-def open_services(args, names):
-    """A channel to `names` at the target, or started in-process for the command."""
-    return connect(names, target=target_of(args), store=args.store, token=args.token, tls_ca=args.tls_ca)
+def open_services(args, names, import_roots=()):
+    """A channel to `names` at the target, or started in-process for the
+    command (which may then also read the local `import_roots`)."""
+    return connect(names, target=target_of(args), store=args.store, token=args.token, tls_ca=args.tls_ca,
+                   import_roots=import_roots)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from ctsynth.client.jobs import follow
 from ctsynth.cli.connection import open_services
@@ -78,7 +79,8 @@ def add_parser(commands) -> None:
 
 def run_ingest(args) -> int:
     request = build_request(args)
-    with open_services(args, ["ingest"]) as channel:
+    own_folder = () if "://" in args.source else (str(Path(args.source).expanduser().resolve()),)
+    with open_services(args, ["ingest"], import_roots=own_folder) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         job = follow(stub, stub.StartIngest(request))
     if job.warnings:

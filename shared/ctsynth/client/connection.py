@@ -101,9 +101,14 @@ def connect(
     store: str | None = None,
     token: str | None = None,
     tls_ca: Path | None = None,
+    import_roots: Iterable[str] = (),
 ) -> Iterator[grpc.Channel]:
     """A channel to `target`, or to the named services started in-process on
-    loopback for the duration of the block when no target is given."""
+    loopback for the duration of the block when no target is given.
+
+    `import_roots`: paths the in-process services may also read, beside the
+    configured roots: the command's own local inputs, which its user already
+    owns. A served instance never takes roots from a client."""
     if target:
         channel = open_channel(resolve_target(target, services), token=token, tls_ca=tls_ca)
         try:
@@ -115,10 +120,12 @@ def connect(
     from ctsynth.rpc.server import build_server
 
     # Loopback for the life of one command: no TLS, no token, no metrics port.
+    settings = ServerSettings.from_env(store_uri=store)
     settings = dataclasses.replace(
-        ServerSettings.from_env(store_uri=store),
+        settings,
         host="127.0.0.1", port=0, metrics_port=None, grace_seconds=5.0,
         tls_cert=None, tls_key=None, tls_client_ca=None, auth_token=None,
+        import_roots=settings.allowed_roots().including(*import_roots).roots,
     )
     host = build_server(list(services), settings)
     channel = open_channel(host.address)

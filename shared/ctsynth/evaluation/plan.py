@@ -2,11 +2,12 @@
 work: what synthetic set (a model and its sampling settings, or a stored
 dataset), against which real dataset split, which metrics.
 
-Every bad value is INVALID_ARGUMENT naming its request field; an unknown
-model or dataset is NOT_FOUND; weights named in the request that cannot be
-read are FAILED_PRECONDITION. References are resolved to "name:version"
-here, so a job re-run after a restart evaluates the same versions, and the
-same request maps to the same job.
+Every bad value is INVALID_ARGUMENT naming its request field (weights outside
+the store and the allowed roots too, whether or not such a file exists); an
+unknown model or dataset is NOT_FOUND; weights named in the request that
+cannot be read are FAILED_PRECONDITION. References are resolved to
+"name:version" here, so a job re-run after a restart evaluates the same
+versions, and the same request maps to the same job.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def _weights(values: Mapping[str, Any], key: str, default: str, store: ObjectSto
     """The request's weights reference, checked now; else the service's default (checked when used)."""
     reference = (values.get(key) or "").strip()
     if reference:
-        local_weights(store, reference, settings.weights_dir(), how_to)
+        local_weights(store, reference, settings.weights_roots(), settings.weights_dir(), how_to, key)
     return reference or default
 
 

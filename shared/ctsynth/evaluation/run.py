@@ -183,10 +183,12 @@ class EvaluationRun:
     def _make_space(self, kind: str) -> FeatureSpace:
         settings, plan = self.settings, self.plan
         if kind == "inception":
-            weights = local_weights(self.store, plan.inception_weights, settings.weights_dir(), INCEPTION_HOW_TO)
+            weights = local_weights(self.store, plan.inception_weights, settings.weights_roots(),
+                                    settings.weights_dir(), INCEPTION_HOW_TO, "inception_weights")
             return InceptionFeatures(weights, self.device, settings.batch_size)
         if kind == "med3d":
-            weights = local_weights(self.store, plan.med3d_weights, settings.weights_dir(), MED3D_HOW_TO)
+            weights = local_weights(self.store, plan.med3d_weights, settings.weights_roots(),
+                                    settings.weights_dir(), MED3D_HOW_TO, "med3d_weights")
             return Med3DFeatures(weights, self.device)
         if kind == "ct" and plan.domain_extractor:
             space = load_domain_extractor(self.store, plan.domain_extractor, self.device)

@@ -3,8 +3,9 @@ at start-up.
 
 The weights of pretrained feature extractors are deployment configuration
 (they cannot be downloaded on air-gapped clusters); a request may name its
-own. The budgets of the networks evaluation trains itself (the CT feature
-extractor, the utility classifiers) and the size caps live here too.
+own, in the object store or under the service's allowed roots. The budgets
+of the networks evaluation trains itself (the CT feature extractor, the
+utility classifiers) and the size caps live here too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import platformdirs
 import torch
 
 from ctsynth.config import _int, torch_device
+from ctsynth.roots import AllowedRoots
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,13 @@ class EvaluationSettings:
     slices_per_axis: int = 16  # 2.5D FID: slices per volume and plane
     kid_subsets: int = 100
     weights_cache: str = ""  # where fetched weights are kept; default: the user cache dir
+    import_roots: tuple[str, ...] = ()  # where a request's weights may lie besides the store (the service's roots)
 
     def __post_init__(self) -> None:
+        for name in ("inception_weights", "med3d_weights"):  # absolute, so that they can be allowed roots
+            value = getattr(self, name)
+            if value and "://" not in value:
+                object.__setattr__(self, name, os.path.abspath(os.path.expanduser(value)))
         for name in ("batch_size", "max_real_items", "max_real_volumes", "extractor_steps", "utility_steps", "slices_per_axis",
                      "kid_subsets"):
             if getattr(self, name) < 1:
@@ -51,6 +58,10 @@ class EvaluationSettings:
     def real_limit(self, spatial_dims: int) -> int:
         """Items read per split (and per stored synthetic set)."""
         return self.max_real_items if spatial_dims == 2 else self.max_real_volumes
+
+    def weights_roots(self) -> AllowedRoots:
+        """Where weights may be read from besides the store: the import roots and the configured files."""
+        return AllowedRoots(self.import_roots).including(self.inception_weights, self.med3d_weights)
 
     def weights_dir(self) -> Path:
         if self.weights_cache:

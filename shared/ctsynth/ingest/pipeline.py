@@ -5,7 +5,8 @@ Flow (memory stays bounded by a few series, whatever the number of scans):
 1. The source is a local folder (read in place) or an object-store URI
    (everything under the prefix is downloaded to a temporary folder first,
    which needs local disk for the whole source but keeps the processing code
-   one path).
+   one path). Either must lie under the allowed roots (`ctsynth.roots`); a
+   source that is not there is refused and nothing is created for it.
 2. Discovery reads DICOM headers only and groups files into series (or image
    files into folders), then resolves the source kind.
 3. A process pool processes one series per task (`series.process_task`);
@@ -19,14 +20,23 @@ Flow (memory stays bounded by a few series, whatever the number of scans):
    by split. The candidates file costs temporary disk for every candidate
    slice (about 90 KiB each at 256²).
 5. `store.publish` uploads and verifies the files and writes the manifest last.
+
+Temporary files live in a folder under `work_dir` (the service's own scratch
+space, which `remove_leftovers` clears when the service starts), and pool
+workers exit when the process that started them dies, so a service killed
+with SIGKILL leaves neither data nor processes behind once restarted.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import select
+import shutil
 import tempfile
-from collections import deque
+import threading
+import time
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -43,8 +53,10 @@ from ctsynth.data import preprocess as pp
 from ctsynth.data.dataset_h5 import NODULE_META, read_chunk, read_table, slice_writer, volume_writer
 from ctsynth.data.dicom_series import SeriesProblem, SeriesRef, find_series
 from ctsynth.data.slice_images import ImageGroup, group_slice_images, is_slice_image
+from ctsynth.processes import pid_alive
+from ctsynth.roots import AllowedRoots
 from ctsynth.rpc.errors import FailedPrecondition, InvalidArgument
-from ctsynth.storage import ObjectStore, open_store
+from ctsynth.storage import ObjectStore, StorageError, open_store
 
 from .options import IngestOptions
 from .series import SeriesOutput, Settings, process_task
@@ -52,7 +64,8 @@ from .series import SeriesOutput, Settings, process_task
 # pylidc's heavy imports, safe to load before forking (pylidc itself opens its database on import).
 PYLIDC_DEPENDENCIES = ("matplotlib.pyplot", "sqlalchemy.orm", "scipy.stats", "scipy.spatial.distance")
 COPY_BATCH = 256  # rows copied from the candidates file at once
-SUMMARY_REASONS = 5  # problems quoted when nothing usable was found
+SUMMARY_REASONS = 5  # kinds of problem quoted when nothing usable was found
+TEMP_PREFIX = "ctsynth-ingest-"  # one temporary folder per running ingest
 
 
 class Reporter(Protocol):
@@ -81,19 +94,23 @@ class _Tally:
 
 
 def run_ingest(options: IngestOptions, store: ObjectStore, prefix: str, reporter: Reporter, *,
-               workers: int | None = None) -> dict:
+               roots: AllowedRoots, work_dir: Path | None = None, workers: int | None = None) -> dict:
     """Ingest the source and publish the dataset under `prefix` (e.g. datasets/lidc/3); returns the manifest.
 
-    `workers`: processes for the series (default: one per CPU, at most one
-    per series); 1 processes everything in this process.
+    `roots`: where the source may lie. `work_dir`: where temporary files go
+    (default: the system temp dir). `workers`: processes for the series
+    (default: one per CPU, at most one per series); 1 processes everything
+    in this process.
     """
     version = prefix.rstrip("/").rpartition("/")[2]
     if not version:
         raise InvalidArgument("prefix", f"{prefix!r} names no version")
-    with tempfile.TemporaryDirectory(prefix="ctsynth-ingest-") as tmp_name:
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX, dir=work_dir) as tmp_name:
         tmp = Path(tmp_name)
         tally = _Tally(reporter)
-        with _local_source(options.source, tmp / "source", reporter) as root:
+        with _local_source(options.source, roots, tmp / "source", reporter) as root:
             kind, tasks = _discover(root, options, tally)
             settings = Settings(options, kind, str(tmp / "nifti") if options.export_nifti else None)
             if settings.nifti_dir:
@@ -123,19 +140,28 @@ def run_ingest(options: IngestOptions, store: ObjectStore, prefix: str, reporter
 # --- source and discovery ----------------------------------------------------------
 
 
+def remove_leftovers(work_dir: Path) -> None:
+    """Remove the temporary folders of ingests a killed process left in `work_dir`.
+
+    Call it when the service starts, before any job runs: only then is none in use.
+    """
+    for path in work_dir.glob(f"{TEMP_PREFIX}*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @contextmanager
-def _local_source(source: str, scratch: Path, reporter: Reporter) -> Iterator[Path]:
+def _local_source(source: str, roots: AllowedRoots, scratch: Path, reporter: Reporter) -> Iterator[Path]:
     """The source as a local folder: a plain path in place, a URI downloaded."""
+    location = roots.resolve(source, "source")
     if "://" not in source:
-        path = Path(source).expanduser()
-        if not path.is_dir():
+        if not location.is_dir():
             raise InvalidArgument("source", f"{source} is not a folder")
-        yield path
+        yield location
         return
     try:
-        remote = open_store(source)
-    except ValueError as exc:
-        raise InvalidArgument("source", str(exc)) from None
+        remote = open_store(location.as_uri() if isinstance(location, Path) else location, create=False)
+    except (ValueError, StorageError) as exc:
+        raise InvalidArgument("source", f"{source} is not a readable store prefix ({exc})") from None
     keys = [info.key for info in remote.list()]
     for done, key in enumerate(keys, 1):
         reporter.check_cancelled()
@@ -222,7 +248,8 @@ def _outputs(tasks: list, settings: Settings, reporter: Reporter, workers: int |
             reporter.check_cancelled()
             yield process_task(task, settings)
         return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context(), initializer=_init_worker)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context(), initializer=_init_worker,
+                               initargs=(os.getpid(),))
     try:
         queued = iter(tasks)
         pending = deque(pool.submit(process_task, t, settings) for t in _take(queued, 2 * workers))
@@ -254,11 +281,33 @@ def _worker_context():
     return context
 
 
-def _init_worker() -> None:
-    """One thread per worker process: the pool is the parallelism."""
+def _init_worker(parent: int) -> None:
+    """One thread per worker process (the pool is the parallelism), and exit when `parent` does."""
     import torch
 
     torch.set_num_threads(1)
+    threading.Thread(target=_exit_with, args=(parent,), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with(pid: int) -> None:
+    """Wait until process `pid` ends, then end this one.
+
+    A killed parent runs no clean-up, and a worker would wait on its task
+    queue forever; while it lives, so do the fork server and the resource
+    tracker, which wait for their last client. The worker's own parent is the
+    fork server, so a parent-death signal would not fire: the worker watches
+    the pool's owner through a pidfd, which becomes readable when it ends
+    (polled where there are no pidfds, outside Linux).
+    """
+    if hasattr(os, "pidfd_open"):
+        try:
+            select.select([os.pidfd_open(pid)], [], [])
+        except ProcessLookupError:
+            pass  # already gone
+    else:
+        while pid_alive(pid):
+            time.sleep(1.0)
+    os._exit(1)
 
 
 # --- selection and writing ----------------------------------------------------------
@@ -354,8 +403,11 @@ def _manifest(options: IngestOptions, kind: str, version: str, slices_path: Path
 
 
 def _nothing_usable(source: str, warnings: list[dict]) -> str:
+    """The most common reasons with their counts; files and folders are named in the job's warnings
+    only, so the error never reads as a listing of the source."""
     if not warnings:
         return f"nothing usable in {source}: no DICOM series or slice images found"
-    quoted = "; ".join(f"{w['subject']}: {w['reason']}" for w in warnings[:SUMMARY_REASONS])
-    more = f" (and {len(warnings) - SUMMARY_REASONS} more problems)" if len(warnings) > SUMMARY_REASONS else ""
-    return f"nothing usable in {source}: {quoted}{more}"
+    reasons = Counter(w["reason"] for w in warnings).most_common()
+    quoted = "; ".join(f"{reason} ({count}x)" for reason, count in reasons[:SUMMARY_REASONS])
+    more = f"; and {len(reasons) - SUMMARY_REASONS} other kinds of problem" if len(reasons) > SUMMARY_REASONS else ""
+    return f"nothing usable in {source}: {quoted}{more} (the job's warnings name each file)"

@@ -7,13 +7,15 @@ fed the way the seeds' tools did: scaled to uint8 and replicated to three
 channels; torch-fidelity resizes to 299² itself (TF1-compatible bilinear).
 
 torch-fidelity reads the weights with `torch.load(weights_only=False)`, which
-could run code in a hostile pickle, so a file must first load with
-`weights_only=True` into InceptionV3's exact tensor names before it is
-handed over.
+could run code in a hostile pickle. So the file is read once into memory,
+loaded from that copy with `weights_only=True`, and torch-fidelity is handed
+only a re-serialisation of the tensors that load produced: it never opens
+the file, and what was checked is what it loads.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from ctsynth.metrics.weights import file_sha256
+from ctsynth.metrics.weights import read_copy
 from ctsynth.rpc.errors import FailedPrecondition
 
 EXTRACTOR = "inception-v3-compat"
@@ -53,16 +55,21 @@ class _RGBImages(Dataset):
         return to_uint8_rgb(self.images[i:i + 1])[0]
 
 
-def check_weights_only(path: Path) -> None:
-    """Refuse a file that is not a plain dict of tensors (see the module doc)."""
+def tensors_only(data: bytes, name: Path) -> io.BytesIO:
+    """The state dict in `data`, loaded with weights_only=True and saved
+    again as a plain dict of tensors; refused when it is anything else."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same answer
         reason = str(exc).splitlines()[0] if str(exc) else ""
-        raise FailedPrecondition(f"{path} is not a weights-only PyTorch file ({type(exc).__name__}: {reason}). "
+        raise FailedPrecondition(f"{name} is not a weights-only PyTorch file ({type(exc).__name__}: {reason}). "
                                  f"{HOW_TO}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise FailedPrecondition(f"{path} is not a state dict of tensors. {HOW_TO}")
+        raise FailedPrecondition(f"{name} is not a state dict of tensors. {HOW_TO}")
+    checked = io.BytesIO()
+    torch.save(dict(state), checked)
+    checked.seek(0)
+    return checked
 
 
 class InceptionFeatures:
@@ -71,13 +78,14 @@ class InceptionFeatures:
     name = "inception"
 
     def __init__(self, weights: Path, device: torch.device, batch_size: int = 32):
-        check_weights_only(weights)
-        self.id = f"{EXTRACTOR}-{file_sha256(weights)[:16]}"
+        data, sha256 = read_copy(weights)
+        checked = tensors_only(data, weights)
+        self.id = f"{EXTRACTOR}-{sha256[:16]}"
         self.cuda = device.type == "cuda"
         self.batch_size = batch_size
-        try:
+        try:  # torch-fidelity's torch.load accepts a file object as the "path"
             self._extractor = create_feature_extractor(EXTRACTOR, [LAYER], cuda=self.cuda,
-                                                       feature_extractor_weights_path=str(weights), verbose=False)
+                                                       feature_extractor_weights_path=checked, verbose=False)
         except RuntimeError as exc:  # load_state_dict: missing, unexpected or misshapen tensors
             raise FailedPrecondition(f"{weights} does not hold InceptionV3 weights in torch-fidelity's layout "
                                      f"({str(exc).splitlines()[0]}). {HOW_TO}") from None

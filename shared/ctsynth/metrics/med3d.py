@@ -5,23 +5,25 @@ The network is MONAI's `ResNet` with `spatial_dims=3`; its depth, block
 type, widths and shortcut type are read off the weights file, so any
 MedicalNet checkpoint (resnet_10 ... resnet_200, `{"state_dict": ...}` with
 DataParallel's `module.` prefixes) or a safetensors export loads without
-further configuration. Weights are read with `weights_only=True`. Volumes
+further configuration. Weights are read once into memory and loaded from
+that copy with `weights_only=True` (or as safetensors). Volumes
 are normalised per volume to zero mean and unit variance, as MedicalNet's
 training data was; features are the global-average-pooled last stage.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.networks.nets.resnet import ResNet
-from safetensors.torch import load_file
+from safetensors.torch import load as load_safetensors
 
 from ctsynth.metrics.networks import batched
-from ctsynth.metrics.weights import file_sha256
+from ctsynth.metrics.weights import read_copy
 from ctsynth.rpc.errors import FailedPrecondition
 
 HOW_TO = ("fid-3d needs Med3D (MedicalNet) ResNet weights, e.g. resnet_10_23dataset.pth from "
@@ -33,11 +35,12 @@ DEPTHS = {("basic", (1, 1, 1, 1)): 10, ("basic", (2, 2, 2, 2)): 18, ("basic", (3
           ("bottleneck", (3, 8, 36, 3)): 152, ("bottleneck", (3, 24, 36, 3)): 200}
 
 
-def read_state(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a MedicalNet checkpoint or safetensors file, without `module.` prefixes."""
+def read_state(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a MedicalNet checkpoint or safetensors file (the bytes
+    of `path`), without `module.` prefixes."""
     try:
-        state = load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu",
-                                                                                   weights_only=True)
+        state = load_safetensors(data) if path.suffix == ".safetensors" else torch.load(
+            io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same answer
         reason = str(exc).splitlines()[0] if str(exc) else ""
         raise FailedPrecondition(f"{path} is not a readable weights file ({type(exc).__name__}: {reason}). "
@@ -84,9 +87,10 @@ class Med3DFeatures:
     name = "med3d"
 
     def __init__(self, weights: Path, device: torch.device, batch_size: int = 4):
-        self.network, architecture = resnet_from_state(read_state(weights))
+        data, sha256 = read_copy(weights)
+        self.network, architecture = resnet_from_state(read_state(data, weights))
         self.network.to(device)
-        self.id = f"med3d-{architecture}-{file_sha256(weights)[:16]}"
+        self.id = f"med3d-{architecture}-{sha256[:16]}"
         self.device = device
         self.batch_size = batch_size
 

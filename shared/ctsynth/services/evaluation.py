@@ -7,6 +7,7 @@ service's engine, so evaluating needs no second network hop.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import datetime
 
@@ -105,7 +106,8 @@ class EvaluationServicer(JobRpcs, evaluation_pb2_grpc.EvaluationServiceServicer)
     def __init__(self, store: ObjectStore, settings: ServerSettings, evaluation: EvaluationSettings | None = None,
                  sampling: SamplingSettings | None = None):
         self._store = store
-        self._settings = evaluation or EvaluationSettings.from_env()
+        self._settings = dataclasses.replace(evaluation or EvaluationSettings.from_env(),
+                                             import_roots=settings.allowed_roots().roots)
         self._sampling = sampling or SamplingSettings.from_env()
         self._max_message_bytes = settings.max_message_bytes
         self._engine: SamplingEngine | None = None

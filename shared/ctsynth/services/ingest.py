@@ -1,12 +1,15 @@
 """IngestService: a thin servicer over the ingestion pipeline and the job
-manager. Requests become `IngestOptions` (validated there); each job
-publishes one dataset version under `datasets/<name>/<version>/`."""
+manager. Requests become `IngestOptions` (validated there, the source
+confined to the allowed roots); each job publishes one dataset version under
+`datasets/<name>/<version>/`."""
 
 from __future__ import annotations
 
-from ctsynth.ingest.pipeline import IngestOptions, run_ingest
+from ctsynth.config import ServerSettings
+from ctsynth.ingest.pipeline import IngestOptions, remove_leftovers, run_ingest
 from ctsynth.jobs import JobContext, JobManager, JobResult
 from ctsynth.registry import Registry, check_name, parse_ref
+from ctsynth.roots import AllowedRoots
 from ctsynth.rpc.errors import InvalidArgument
 from ctsynth.services.jobs import JobRpcs
 from ctsynth.storage import ObjectStore
@@ -30,10 +33,12 @@ REQUEST_FIELDS = {
 }
 
 
-def options_from_request(request: ingest_pb2.StartIngestRequest) -> IngestOptions:
-    """The pipeline's options; unset request fields keep the pipeline's defaults."""
+def options_from_request(request: ingest_pb2.StartIngestRequest, roots: AllowedRoots) -> IngestOptions:
+    """The pipeline's options; unset request fields keep the pipeline's defaults.
+    A source outside `roots` is refused here, before a job exists."""
     if not request.source.strip():
         raise InvalidArgument("source", "a local path or object-store URI is required")
+    roots.resolve(request.source.strip(), "source")
     check_name(request.dataset, "dataset")
     values: dict = {"source": request.source.strip(), "dataset": request.dataset,
                     "seed": request.seed, "max_series": request.max_series}
@@ -118,9 +123,12 @@ def dataset_message(registry: Registry, name: str, version: str) -> ingest_pb2.D
 
 
 class IngestServicer(JobRpcs, ingest_pb2_grpc.IngestServiceServicer):
-    def __init__(self, store: ObjectStore, settings=None):
+    def __init__(self, store: ObjectStore, settings: ServerSettings):
         self._store = store
+        self._roots = settings.allowed_roots()
+        self._work_dir = settings.service_work_dir("ingest")
         self._datasets = Registry(store, "datasets", "dataset")
+        remove_leftovers(self._work_dir)  # before recover(): no job of this process runs yet
         self._jobs = JobManager(store, "ingest", self._run)
         self._jobs.recover()
 
@@ -129,13 +137,13 @@ class IngestServicer(JobRpcs, ingest_pb2_grpc.IngestServiceServicer):
         version = job.labels.get("version") or self._datasets.allocate(options.dataset)
         ctx.label("version", version)
         prefix = self._datasets.prefix(options.dataset, version)
-        manifest = run_ingest(options, self._store, prefix, ctx)
+        manifest = run_ingest(options, self._store, prefix, ctx, roots=self._roots, work_dir=self._work_dir)
         artifacts = tuple(_artifact(self._store, f"{prefix}/{name}", entry, "application/octet-stream")
                           for name, entry in manifest.get("files", {}).items())
         return JobResult(result=f"{options.dataset}:{version}", artifacts=artifacts)
 
     def StartIngest(self, request, context):
-        return self._jobs.submit(options_from_request(request).to_json())
+        return self._jobs.submit(options_from_request(request, self._roots).to_json())
 
     def GetDataset(self, request, context):
         name, version = self._datasets.resolve(parse_ref(request.dataset, "dataset"))

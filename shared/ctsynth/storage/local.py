@@ -37,9 +37,13 @@ class LocalStore(ObjectStore):
     exists raises StorageError.
     """
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, create: bool = True):
+        """`create=False` opens an existing folder only (a store a request names must not appear by asking)."""
         self.root = Path(root).expanduser().resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise StorageError(f"no store folder at {self.root.as_uri()}")
         self._tmp = self.root / ".tmp"
         self._meta = self.root / ".meta"
         self.uri = self.root.as_uri()

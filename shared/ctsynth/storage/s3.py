@@ -316,13 +316,14 @@ def client_from_env(env: Mapping[str, str]) -> Minio:
     )
 
 
-def open_s3(bucket: str, prefix: str, env: Mapping[str, str]) -> S3Store:
-    """S3Store for s3://bucket/prefix, configured and checked from `env`."""
+def open_s3(bucket: str, prefix: str, env: Mapping[str, str], *, create: bool = True) -> S3Store:
+    """S3Store for s3://bucket/prefix, configured and checked from `env`; the
+    bucket is created only where `create` and CTSYNTH_S3_CREATE_BUCKET allow."""
     if not bucket:
         raise ValueError("s3:// URIs need a bucket: s3://bucket[/prefix]")
     store = S3Store(client_from_env(env), bucket, prefix)
     store.ensure_bucket(
-        create=_flag(env, "CTSYNTH_S3_CREATE_BUCKET", False),
+        create=create and _flag(env, "CTSYNTH_S3_CREATE_BUCKET", False),
         region=env.get("CTSYNTH_S3_REGION") or None,
     )
     return store
