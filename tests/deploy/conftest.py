@@ -92,6 +92,21 @@ class Rendered:
                 yield owner, owner.split("/")[0], container
 
 
+def pod_labels(owner: str, template: dict) -> dict:
+    """The labels a pod of this template carries once running: for RayCluster
+    groups, KubeRay adds ray.io/cluster, ray.io/node-type, ray.io/group (and its
+    own app.kubernetes.io/name only where the template has none)."""
+    labels = dict(template["metadata"].get("labels") or {})
+    parts = owner.split("/")
+    if parts[0] == "RayCluster":
+        cluster, group = parts[1], parts[2]
+        labels.update({"ray.io/cluster": cluster, "ray.io/node-type": "head" if group == "head" else "worker",
+                       "ray.io/group": "headgroup" if group == "head" else group, "ray.io/is-ray-node": "yes",
+                       "app.kubernetes.io/created-by": "kuberay-operator"})
+        labels.setdefault("app.kubernetes.io/name", "kuberay")
+    return labels
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():

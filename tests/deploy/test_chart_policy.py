@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.deploy.conftest import RELEASE, VALUE_SETS
+from tests.deploy.conftest import RELEASE, VALUE_SETS, pod_labels
 
 FULL = f"{RELEASE}-ctsynth"
 SERVICES = {"ingest": "ctsynth.v1.IngestService", "training": "ctsynth.v1.TrainingService",
@@ -321,7 +321,7 @@ def test_network_policies_cover_every_pod_and_allow_the_needed_paths(render):
         if owner.startswith("Job/"):
             continue  # the bucket Job only makes outbound calls
         covered += 1
-        assert any(selects(p["spec"]["podSelector"], template["metadata"]["labels"]) for p in policies), owner
+        assert any(selects(p["spec"]["podSelector"], pod_labels(owner, template)) for p in policies), owner
     assert covered == 8  # four services, MinIO, the Ray head, CPU and GPU workers
     minio = next(p for p in policies if p["metadata"]["name"] == f"{FULL}-minio")
     allowed = minio["spec"]["ingress"][0]["from"][0]["podSelector"]

@@ -95,7 +95,8 @@ def test_expected_resources_per_values_file(render, name):
     assert (("PodMonitor", f"{FULL}-ray") in kinds) is monitors
     assert (("HorizontalPodAutoscaler", f"{FULL}-sampling") in kinds) is (name != "kind")
     assert (("PodDisruptionBudget", f"{FULL}-sampling") in kinds) is (name != "kind")
-    assert any(k == "NetworkPolicy" for k, _ in kinds) is (name == "all-features")
+    assert any(k == "NetworkPolicy" and n != f"{FULL}-ray" for k, n in kinds) is (name == "all-features")
+    assert ("NetworkPolicy", f"{FULL}-ray") in kinds  # the Ray ports stay inside the release by default
     assert (("Ingress", f"{FULL}-ray-dashboard") in kinds) is (name == "all-features")
 
 

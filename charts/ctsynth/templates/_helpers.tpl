@@ -113,6 +113,26 @@ app.kubernetes.io/component: {{ .component }}
 {{- .Values.auth.existingSecret | default (printf "%s-auth" (include "ctsynth.fullname" .)) -}}
 {{- end -}}
 
+{{/*
+Ray token authentication (ray.auth.enabled): RAY_AUTH_MODE and RAY_AUTH_TOKEN for
+every Ray process and Ray client (head, workers, autoscaler, training service);
+empty when disabled.
+*/}}
+{{- define "ctsynth.rayAuthEnv" -}}
+{{- if .Values.ray.auth.enabled -}}
+{{- if not .Values.ray.auth.existingSecret -}}
+{{- fail "ray.auth.enabled needs ray.auth.existingSecret: the name of a Secret holding the Ray auth token under the key `token`" -}}
+{{- end -}}
+- name: RAY_AUTH_MODE
+  value: token
+- name: RAY_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.ray.auth.existingSecret }}
+      key: token
+{{- end -}}
+{{- end -}}
+
 {{- define "ctsynth.rayAddress" -}}
 {{- if .Values.ray.enabled -}}
 {{- printf "http://%s-ray-dashboard:%d" (include "ctsynth.fullname" .) (int .Values.ray.dashboard.port) -}}
@@ -284,6 +304,9 @@ spec:
             {{- end }}
             - name: CTSYNTH_RAY_DASHBOARD
               value: "0"
+            {{- with include "ctsynth.rayAuthEnv" $root }}
+            {{- . | nindent 12 }}
+            {{- end }}
             {{- end }}
             {{- if eq $name "sampling" }}
             - name: CTSYNTH_SAMPLING_DEVICE

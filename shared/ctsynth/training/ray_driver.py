@@ -29,6 +29,7 @@ import time
 
 from ctsynth.rpc.errors import ServiceError
 from ctsynth.training.loop import WorkerContext, train_worker
+from ctsynth.training.ray_head import SINGLE_MACHINE
 from ctsynth.training.spec import TrainSpec
 
 log = logging.getLogger("ctsynth.ray")
@@ -57,10 +58,12 @@ def ensure_local_ray(timeout: float = 120.0) -> None:
         dashboard_port = _free_port() if dashboard else 0
         _head = subprocess.Popen(
             [sys.executable, "-m", "ctsynth.training.ray_head", f"--parent-pid={os.getpid()}", f"--port={port}",
-             f"--num-cpus={max(os.cpu_count() or 1, 2)}", f"--dashboard-port={dashboard_port}"],
+             f"--client-server-port={_free_port()}", f"--num-cpus={max(os.cpu_count() or 1, 2)}",
+             f"--dashboard-port={dashboard_port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         atexit.register(_stop_head)
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        _single_machine()
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -72,6 +75,16 @@ def ensure_local_ray(timeout: float = 120.0) -> None:
                 time.sleep(1.0)
         if dashboard:
             log.info("ray dashboard", extra={"url": f"http://127.0.0.1:{dashboard_port}"})
+
+
+def _single_machine() -> None:
+    """Join the loopback head as a loopback node (see ray_head): in cluster
+    mode Ray would give this driver the machine's external address."""
+    from ray._private import ray_constants
+
+    os.environ.update(SINGLE_MACHINE)
+    # Ray reads the switch once, when first imported; this process may have imported it already.
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _stop_head() -> None:

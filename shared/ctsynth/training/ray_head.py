@@ -6,6 +6,13 @@ hangs the caller. So the service starts this module as a fresh process
 (`python -m ctsynth.training.ray_head`), which runs `ray start --head
 --block` and takes the whole Ray process group down when the service
 process that started it goes away, however it went.
+
+Every Ray port binds to loopback: `--node-ip-address=127.0.0.1` alone is not
+enough, because on Linux Ray replaces a loopback node address with the
+machine's external one and its daemons then listen on every interface.
+Ray's single-machine mode (`loopback_env`) keeps the address loopback; the
+driver joining the head runs in the same mode (`ray_driver`). Authentication
+stays off: nothing outside this machine can reach the ports.
 """
 
 from __future__ import annotations
@@ -19,21 +26,33 @@ import time
 
 from ctsynth.processes import pid_alive
 
+# Ray's switch between single-machine mode ("0") and a cluster a node may join.
+SINGLE_MACHINE = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def loopback_env() -> dict[str, str]:
+    """The environment of a Ray head (and its workers) that listens on loopback only."""
+    # Gloo (DDP on CPU) would otherwise open its pairs on the host name's address.
+    return {**os.environ, **SINGLE_MACHINE, "RAY_AUTH_MODE": "disabled", "GLOO_SOCKET_IFNAME": "lo"}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--client-server-port", type=int, required=True)
     parser.add_argument("--num-cpus", type=int, required=True)
     parser.add_argument("--dashboard-port", type=int, default=0, help="0: no dashboard")
     args = parser.parse_args(argv)
     command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={args.port}",
-               f"--num-cpus={args.num_cpus}", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+               f"--num-cpus={args.num_cpus}", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
+               # Ray always starts its client server (default port 10001, one per machine).
+               f"--ray-client-server-port={args.client_server_port}"]
     if args.dashboard_port:
         command += ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={args.dashboard_port}"]
     else:
         command += ["--include-dashboard=false"]
-    head = subprocess.Popen(command, start_new_session=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    head = subprocess.Popen(command, start_new_session=True, env=loopback_env())
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     while not stop and head.poll() is None and pid_alive(args.parent_pid):
