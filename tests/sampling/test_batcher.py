@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -11,6 +12,7 @@ from prometheus_client import REGISTRY
 from ctsynth.models.base import Family, FamilyConfig
 from ctsynth.models.dcgan import DCGAN, DCGANConfig
 from ctsynth.models.loading import LoadedModel
+from ctsynth.rpc.errors import Unavailable
 from ctsynth.sampling.batcher import Batcher
 
 
@@ -97,3 +99,16 @@ def test_errors_reach_every_merged_request():
         with pytest.raises(Exception, match="truncation_psi"):
             future.result(30)
     batcher.close()
+
+
+def test_close_waits_for_every_worker_and_refuses_new_work():
+    """A worker still alive at interpreter exit dies inside torch and aborts the process (issue 12, item 9)."""
+    batcher = Batcher(max_batch=4, max_wait_s=0.01)
+    results = [batcher.submit(tiny_model(f"close-{n}"), {}, [n], None) for n in range(3)]
+    assert all(future.result(30).shape[0] == 1 for future in results)
+    workers = [thread for thread in threading.enumerate() if thread.name.startswith("batcher-close-")]
+    assert len(workers) == 3
+    batcher.close()
+    assert not any(thread.is_alive() for thread in workers)
+    with pytest.raises(Unavailable, match="shutting down"):
+        batcher.submit(tiny_model("close-0"), {}, [1], None)

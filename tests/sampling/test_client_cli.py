@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -73,6 +75,22 @@ def test_cli_sample_writes_the_files(store_uri, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == [
         "000000.png", "000000_mask.npy", "000001.png", "000001_mask.npy", "000002.png", "000002_mask.npy",
         "samples.json"]
+
+
+def test_cli_sample_exits_cleanly_every_time(store_uri, tmp_path):
+    """Issue 12, item 9: one run in about six ended with SIGABRT (exit 134) after writing its files,
+    from a batcher thread still running at interpreter exit."""
+    command = [sys.executable, "-m", "ctsynth.cli.main", "--store", store_uri, "sample", "--model", "unet-gan",
+               "--count", "2", "--seed", "5", "--format", "png", "--quiet"]
+    codes = []
+    for run in range(20):
+        out = tmp_path / str(run)
+        result = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=300)
+        codes.append(result.returncode)
+        assert result.returncode == 0, f"run {run}: exit {result.returncode}: {result.stderr[-2000:]}"
+        assert "terminate called" not in result.stderr
+        assert (out / "samples.json").is_file()
+    assert codes == [0] * 20
 
 
 @pytest.mark.parametrize("args, message", [

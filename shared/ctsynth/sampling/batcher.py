@@ -27,6 +27,7 @@ import torch
 
 from ctsynth.models.loading import LoadedModel
 from ctsynth.observability.metrics import SAMPLING_BATCH, SAMPLING_QUEUE
+from ctsynth.rpc.errors import Unavailable
 from ctsynth.sampling.seeds import NotPerItem, sample_rows
 
 log = logging.getLogger("ctsynth.sampling")
@@ -68,6 +69,8 @@ class Batcher:
         self.enabled = enabled
         self._lock = threading.Lock()
         self._queues: dict[str, queue.SimpleQueue] = {}
+        self._workers: list[threading.Thread] = []  # live and retired, joined by close()
+        self._closed = False
         self._per_item_only: set[str] = set()
 
     def rows(self, model: LoadedModel) -> int:
@@ -84,11 +87,16 @@ class Batcher:
             self._run([work])
             return work.future
         with self._lock:
+            if self._closed:
+                raise Unavailable("the sampler is shutting down")
             pending = self._queues.get(model.reference)
             if pending is None:
                 pending = self._queues[model.reference] = queue.SimpleQueue()
-                threading.Thread(target=self._serve, args=(model.reference, pending), daemon=True,
-                                 name=f"batcher-{model.reference}").start()
+                # Daemon so that a batcher nobody closes cannot hold the process open; close() joins it.
+                worker = threading.Thread(target=self._serve, args=(model.reference, pending), daemon=True,
+                                          name=f"batcher-{model.reference}")
+                self._workers = [thread for thread in self._workers if thread.is_alive()] + [worker]
+                worker.start()
             SAMPLING_QUEUE.labels(model.reference).inc(len(work.seeds))
             pending.put(work)
         return work.future
@@ -101,10 +109,20 @@ class Batcher:
             pending.put(_STOP)
 
     def close(self) -> None:
+        """Stop every worker and wait until each has ended.
+
+        A worker left running frees its last model's tensors when it wakes
+        for the stop; if the interpreter is finalizing by then, the thread is
+        killed inside torch's C++ code and the process aborts (SIGABRT).
+        """
         with self._lock:
+            self._closed = True
             queues, self._queues = list(self._queues.values()), {}
+            workers, self._workers = self._workers, []
         for pending in queues:
             pending.put(_STOP)
+        for worker in workers:
+            worker.join()
 
     def _serve(self, reference: str, pending: queue.SimpleQueue) -> None:
         stop = False
