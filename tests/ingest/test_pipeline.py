@@ -5,6 +5,7 @@ import json
 import h5py
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from pydicom.uid import JPEGLSLossless
@@ -177,7 +178,15 @@ def test_bad_inputs_are_warnings_and_the_job_goes_on(messy_tree, store):
     nifti = sorted(k for k in manifest["files"] if k.startswith("nifti/"))
     assert len(nifti) == 4 and nifti[0].startswith("nifti/P1_")
     image = nib.load(published(store, nifti[0]))
-    assert image.shape == (48, 48, 6) and np.allclose(np.diag(image.affine)[:3], [0.8, 0.8, 2.5])
+    assert image.shape == (48, 48, 6)
+    # RAS in mm: the DICOM's LPS grid (first slice at (-20, -20, z0), 0.8 mm pixels, 2.5 mm steps), x and y negated.
+    assert image.header.get_xyzt_units()[0] == "mm" and image.header["qform_code"] == image.header["sform_code"] == 1
+    assert np.allclose(image.affine[:3, :3], np.diag([-0.8, -0.8, 2.5]))
+    first = pydicom.dcmread(sorted((messy_tree / "P1").rglob("*.dcm"), key=lambda p: float(
+        pydicom.dcmread(p, stop_before_pixels=True, force=True).get("ImagePositionPatient", [0, 0, 1e9])[2]))[0],
+        stop_before_pixels=True)
+    x0, y0, z0 = (float(v) for v in first.ImagePositionPatient)
+    assert np.allclose(image.affine[:3, 3], [-x0, -y0, z0]) and (x0, y0) == (-20.0, -20.0)
     assert image.get_fdata().min() == -1000
 
 

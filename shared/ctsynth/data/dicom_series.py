@@ -72,6 +72,7 @@ class CtSeries:
     hu: np.ndarray  # (z, y, x) float32
     spacing: tuple[float, float, float]  # (z, y, x) mm; z is the median slice step
     z_mm: np.ndarray  # (z,) ImagePositionPatient z of each slice, in volume order
+    origin_mm: tuple[float, float, float]  # ImagePositionPatient (LPS x, y, z) of the first slice
     patient_id: str
     study_uid: str
     series_uid: str
@@ -177,6 +178,7 @@ def load_series(ref: SeriesRef) -> tuple[CtSeries | None, list[SeriesProblem]]:
         hu=hu,
         spacing=(step, row_mm, col_mm),
         z_mm=np.array([float(ds.ImagePositionPatient[2]) for _, ds in decoded]),
+        origin_mm=tuple(float(v) for v in first.ImagePositionPatient),
         patient_id=ref.patient_id,
         study_uid=ref.study_uid,
         series_uid=ref.series_uid,

@@ -214,11 +214,12 @@ def _nifti_name(patient: str, series_uid: str) -> str:
 
 
 def _write_nifti(series: CtSeries, folder: str) -> str:
-    """The HU volume as int16 NIfTI (x, y, z order) with an affine from the voxel spacing."""
+    """The HU volume as int16 NIfTI in mm, placed where the DICOM puts it
+    (axial series: ingest sorts slices along the normal, feet to head)."""
     import nibabel as nib
 
-    z, y, x = series.spacing
-    data = np.clip(np.rint(series.hu), -32768, 32767).astype(np.int16).transpose(2, 1, 0)
+    from ctsynth.data.nifti import axial_volume
+
     path = Path(folder) / _nifti_name(series.patient_id, series.series_uid)
-    nib.save(nib.Nifti1Image(data, np.diag([x, y, z, 1.0])), path)
+    nib.save(axial_volume(series.hu, series.spacing, series.origin_mm), path)
     return str(path)

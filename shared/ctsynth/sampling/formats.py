@@ -29,6 +29,7 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from ctsynth.data.ct_image import CtSeriesHeader, SlicePlane, ct_slice
+from ctsynth.data.nifti import axial_volume
 from ctsynth.registry import Registry, parse_ref
 from ctsynth.rpc.errors import InvalidArgument, NotFound
 from ctsynth.storage import ObjectNotFound, ObjectStore
@@ -36,7 +37,6 @@ from ctsynth.storage import ObjectNotFound, ObjectStore
 DEFAULT_WINDOW = (-1000.0, 400.0)  # HU, the ingest default (seed 000)
 SYNTHETIC = "SYNTHETIC"
 SYNTHETIC_NAME = "SYNTHETIC^CT"  # family^given: a one-word name is the retired PN form
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 @dataclass(frozen=True)
@@ -153,17 +153,9 @@ def _dicom(image: np.ndarray, context: OutputContext) -> Encoded:
 
 def _nifti(image: np.ndarray, context: OutputContext) -> Encoded:
     """int16 HU in NIfTI's (x, y, z) order, in mm, with the DICOM output's grid as a RAS affine."""
-    import nibabel as nib
-
-    dz, dy, dx = context.spacing
     z0, y0, x0 = grid_origin_mm(image.shape[1:], context.spacing)
-    lps = np.array([[dx, 0, 0, x0], [0, dy, 0, y0], [0, 0, dz, z0], [0, 0, 0, 1]])
-    affine = LPS_TO_RAS @ lps
-    volume = nib.Nifti1Image(hounsfield(image[0], context.window).transpose(2, 1, 0), affine)
-    volume.set_qform(affine, code="scanner")
-    volume.set_sform(affine, code="scanner")
-    volume.header.set_xyzt_units(xyz="mm")
-    volume.header["descrip"] = f"synthetic: ctsynth {context.model}"[:79].encode()
+    volume = axial_volume(hounsfield(image[0], context.window), context.spacing, (x0, y0, z0),
+                          description=f"synthetic: ctsynth {context.model}")
     return Encoded(volume.to_bytes(), image.shape, "int16")
 
 
