@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from ctsynth.errors import DataLoss
 from ctsynth.registry import Registry
-from ctsynth.rpc.errors import DataLoss
 from ctsynth.storage import open_store
 
 

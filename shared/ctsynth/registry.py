@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ctsynth.rpc.errors import DataLoss, InvalidArgument, NotFound
+from ctsynth.errors import DataLoss, InvalidArgument, NotFound
 from ctsynth.storage import ObjectStore
 from ctsynth.storage.errors import ObjectNotFound
 

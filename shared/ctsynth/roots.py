@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from ctsynth.rpc.errors import InvalidArgument
+from ctsynth.errors import InvalidArgument
 
 REMOTE_SCHEMES = ("s3",)
 

@@ -2,8 +2,8 @@
 
 import pytest
 
+from ctsynth.errors import InvalidArgument
 from ctsynth.ingest import IngestOptions
-from ctsynth.rpc.errors import InvalidArgument
 
 BASE = {"source": "/data/lidc", "dataset": "lidc"}
 

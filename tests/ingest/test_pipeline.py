@@ -11,10 +11,10 @@ from PIL import Image
 from pydicom.uid import JPEGLSLossless
 
 from ctsynth.data.dataset_h5 import SliceDataset, VolumeDataset, read_table
+from ctsynth.errors import FailedPrecondition, InvalidArgument
 from ctsynth.ingest import IngestOptions, run_ingest
 from ctsynth.ingest.pipeline import TEMP_PREFIX, remove_leftovers
 from ctsynth.roots import AllowedRoots
-from ctsynth.rpc.errors import FailedPrecondition, InvalidArgument
 from ctsynth.storage import LocalStore, ObjectNotFound
 
 from .conftest import Cancelled, RecordingReporter

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from ctsynth.errors import FailedPrecondition, NotFound
 from ctsynth.jobs import JobContext, JobManager, JobResult
 from ctsynth.jobs.manager import job_id_for
-from ctsynth.rpc.errors import FailedPrecondition, NotFound
 from ctsynth.storage import open_store
 from ctsynth.v1 import common_pb2
 

@@ -20,4 +20,4 @@ from ctsynth.metrics.checks import MetricError, check_pair
 def test_bad_sets_name_the_metric_and_the_reason(real, synthetic, message):
     with pytest.raises(MetricError, match=message) as raised:
         check_pair("fid", real, synthetic)
-    assert raised.value.metric == "fid" and raised.value.code.name == "FAILED_PRECONDITION"
+    assert raised.value.metric == "fid" and raised.value.status == "FAILED_PRECONDITION"

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from ctsynth.errors import InvalidArgument
 from ctsynth.metrics.domain_extractor import (DomainExtractorConfig, extractor_name, find_domain_extractor,
                                               load_domain_extractor, publish_domain_extractor, quarter_turns,
                                               train_domain_extractor)
 from ctsynth.registry import Registry
-from ctsynth.rpc.errors import InvalidArgument
 from ctsynth.services.training import model_message
 from ctsynth.storage import open_store
 from tests.metrics.conftest import discs

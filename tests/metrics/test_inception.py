@@ -12,10 +12,10 @@ import torch
 from torch.utils.data import Dataset
 from torch_fidelity import calculate_metrics
 
+from ctsynth.errors import FailedPrecondition
 from ctsynth.metrics.feature_metrics import fid, kid, precision_recall
 from ctsynth.metrics.frechet import FeatureStatistics
 from ctsynth.metrics.inception import InceptionFeatures, to_uint8_rgb
-from ctsynth.rpc.errors import FailedPrecondition
 from tests.metrics.conftest import discs
 
 CPU = torch.device("cpu")

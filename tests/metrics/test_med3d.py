@@ -8,8 +8,8 @@ import torch
 from monai.networks.nets.resnet import ResNet
 from safetensors.torch import save_file
 
+from ctsynth.errors import FailedPrecondition
 from ctsynth.metrics.med3d import Med3DFeatures, standardize
-from ctsynth.rpc.errors import FailedPrecondition
 from tests.metrics.conftest import discs
 
 CPU = torch.device("cpu")

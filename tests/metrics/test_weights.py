@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
+from ctsynth.errors import FailedPrecondition, InvalidArgument
 from ctsynth.metrics.weights import local_weights, read_copy
 from ctsynth.roots import AllowedRoots
-from ctsynth.rpc.errors import FailedPrecondition, InvalidArgument
 from ctsynth.storage import open_store
 from tests.storage.conftest import bucket_name, moto_endpoint, s3_env, s3_store  # noqa: F401 - fixtures
 

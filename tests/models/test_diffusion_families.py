@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from ctsynth.diffusion import SAMPLER_KINDS
+from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch, Family
 from ctsynth.models.ddpm3d import DDPM3D
 from ctsynth.models.ldm import LDM
 from ctsynth.models.registry import get_family
 from ctsynth.models.vae import VAE
-from ctsynth.rpc.errors import InvalidArgument
 
 VAE_TINY = {"image_size": 32, "autoencoder_channels": [8, 16, 16], "latent_channels": 3, "norm_num_groups": 8,
             "mid_attention": False, "learning_rate": 1e-3, "disc_start": 1, "disc_channels": 8, "disc_layers": 2}

@@ -12,11 +12,11 @@ import math
 import pytest
 import torch
 
+from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch
 from ctsynth.models.registry import get_family
 from ctsynth.models.stylegan2 import modulated_conv2d
 from ctsynth.models.unet_gan import PatchDiscriminator, UNetGenerator, mask_loss
-from ctsynth.rpc.errors import InvalidArgument
 from ctsynth.sampling.seeds import sample_rows
 
 SIZE = 32

@@ -16,7 +16,7 @@ import torch
 
 from ctsynth.diffusion import Sampler, SamplerSettings, guided, make_scheduler
 from ctsynth.diffusion.samplers import device_generator
-from ctsynth.rpc.errors import InvalidArgument
+from ctsynth.errors import InvalidArgument
 
 
 

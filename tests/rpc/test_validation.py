@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ctsynth.rpc.errors import InvalidArgument
+from ctsynth.errors import InvalidArgument
 from ctsynth.rpc.validation import check_message
 from ctsynth.v1 import common_pb2, training_pb2
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from prometheus_client import REGISTRY
 
+from ctsynth.errors import Unavailable
 from ctsynth.models.base import Family, FamilyConfig
 from ctsynth.models.dcgan import DCGAN, DCGANConfig
 from ctsynth.models.loading import LoadedModel
-from ctsynth.rpc.errors import Unavailable
 from ctsynth.sampling.batcher import Batcher
 
 

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from ctsynth.rpc.errors import InvalidArgument
+from ctsynth.errors import InvalidArgument
 from ctsynth.sampling.formats import OutputContext, check_format, encode, encode_mask, hounsfield, output_context
 from ctsynth.storage import open_store
 from tests.dicom_iod import ct_image_problems, dciodvfy_problems

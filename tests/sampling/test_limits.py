@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ctsynth.rpc.errors import ResourceExhausted
+from ctsynth.errors import ResourceExhausted
 from ctsynth.sampling.limits import Limiter
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ctsynth.errors import InvalidArgument
 from ctsynth.roots import AllowedRoots
-from ctsynth.rpc.errors import InvalidArgument
 
 
 @pytest.fixture

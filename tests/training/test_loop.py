@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load as load_safetensors
 from torch import nn
 
+from ctsynth.errors import FailedPrecondition
 from ctsynth.models import registry
 from ctsynth.models.base import Batch, Family, FamilyConfig
-from ctsynth.rpc.errors import FailedPrecondition
 from ctsynth.training import checkpoint
 from ctsynth.training.loop import CANCEL, NonFiniteLoss, StepBatches, WorkerContext, latest_checkpoint, train_worker
 from ctsynth.training.spec import TrainSpec

@@ -11,7 +11,7 @@ from google.protobuf import struct_pb2
 
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
-from ctsynth.rpc.errors import InvalidArgument
+from ctsynth.errors import InvalidArgument
 from ctsynth.rpc.server import build_server
 from ctsynth.training import runner
 from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc

@@ -29,7 +29,7 @@ import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler, Scheduler
 
 from ctsynth.diffusion.euler_ancestral import PREDICTED_X0, EulerAncestralScheduler
-from ctsynth.rpc.errors import InvalidArgument
+from ctsynth.errors import InvalidArgument
 
 SCHEDULES = ("linear_beta", "scaled_linear_beta", "sigmoid_beta")  # MONAI NoiseSchedules taking a beta range
 PREDICTION_TYPES = tuple(PREDICTED_X0)  # epsilon, v_prediction: what all four samplers accept

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from ctsynth.errors import ServiceError
 from ctsynth.evaluation.catalog import METRICS, Outcome
 from ctsynth.evaluation.run import EvaluationRun
 from ctsynth.jobs import JobCancelled
-from ctsynth.rpc.errors import ServiceError
 from ctsynth.storage.errors import StorageError
 from ctsynth.v1 import evaluation_pb2
 

@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ctsynth.errors import InvalidArgument
 from ctsynth.evaluation.settings import EvaluationSettings
 from ctsynth.metrics.domain_extractor import FAMILY as EXTRACTOR_FAMILY
 from ctsynth.metrics.inception import HOW_TO as INCEPTION_HOW_TO
 from ctsynth.metrics.med3d import HOW_TO as MED3D_HOW_TO
 from ctsynth.metrics.weights import local_weights
 from ctsynth.registry import Registry, parse_ref
-from ctsynth.rpc.errors import InvalidArgument
 from ctsynth.sampling.engine import SampleSpec
 from ctsynth.storage import ObjectStore
 

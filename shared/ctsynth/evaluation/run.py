@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ctsynth.errors import FailedPrecondition, ServiceError
 from ctsynth.evaluation.plan import EvaluationPlan
 from ctsynth.evaluation.sets import ImageSet, generate, read_split, resized, split_size
 from ctsynth.evaluation.settings import EvaluationSettings
@@ -35,7 +36,6 @@ from ctsynth.metrics.med3d import Med3DFeatures
 from ctsynth.metrics.planes import PLANES, plane_slices
 from ctsynth.metrics.weights import local_weights
 from ctsynth.registry import Registry
-from ctsynth.rpc.errors import FailedPrecondition, ServiceError
 from ctsynth.sampling.engine import SamplingEngine
 from ctsynth.storage import ObjectStore
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ctsynth.data.masks import MASK_MODES
 from ctsynth.data.preprocess import VIEWS, check_split
-from ctsynth.rpc.errors import InvalidArgument
+from ctsynth.errors import InvalidArgument
 
 DATASET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 SOURCE_KINDS = ("auto", "lidc", "dicom", "slices")

@@ -53,9 +53,9 @@ from ctsynth.data import preprocess as pp
 from ctsynth.data.dataset_h5 import NODULE_META, read_chunk, read_table, slice_writer, volume_writer
 from ctsynth.data.dicom_series import SeriesProblem, SeriesRef, find_series
 from ctsynth.data.slice_images import ImageGroup, group_slice_images, is_slice_image
+from ctsynth.errors import FailedPrecondition, InvalidArgument
 from ctsynth.processes import pid_alive
 from ctsynth.roots import AllowedRoots
-from ctsynth.rpc.errors import FailedPrecondition, InvalidArgument
 from ctsynth.storage import ObjectStore, StorageError, open_store
 
 from .options import IngestOptions

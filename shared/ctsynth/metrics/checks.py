@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctsynth.rpc.errors import FailedPrecondition
+from ctsynth.errors import FailedPrecondition
 
 
 class MetricError(FailedPrecondition):

@@ -24,8 +24,8 @@ from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
+from ctsynth.errors import FailedPrecondition
 from ctsynth.metrics.weights import read_copy
-from ctsynth.rpc.errors import FailedPrecondition
 
 EXTRACTOR = "inception-v3-compat"
 LAYER = "2048"  # pool3, the FID/KID/PR layer

@@ -22,9 +22,9 @@ import torch
 from monai.networks.nets.resnet import ResNet
 from safetensors.torch import load as load_safetensors
 
+from ctsynth.errors import FailedPrecondition
 from ctsynth.metrics.networks import batched
 from ctsynth.metrics.weights import read_copy
-from ctsynth.rpc.errors import FailedPrecondition
 
 HOW_TO = ("fid-3d needs Med3D (MedicalNet) ResNet weights, e.g. resnet_10_23dataset.pth from "
           "https://huggingface.co/TencentMedicalNet: pass a path or object-store URI as the request field "

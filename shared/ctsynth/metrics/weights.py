@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from ctsynth.errors import FailedPrecondition
 from ctsynth.roots import AllowedRoots
-from ctsynth.rpc.errors import FailedPrecondition
 from ctsynth.storage import ObjectNotFound, ObjectStore, StorageError, open_store
 
 

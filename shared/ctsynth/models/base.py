@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ctsynth.rpc.errors import InvalidArgument
+from ctsynth.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

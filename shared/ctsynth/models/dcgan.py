@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import FamilyConfig
 from ctsynth.models.gan import VanillaGAN
 from ctsynth.models.gan_blocks import (ConvDiscriminator, ConvGenerator, check_betas, check_divides, check_positive,
                                        check_widths, init_dcgan_weights)
-from ctsynth.rpc.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_ac
 
 from ctsynth.diffusion.samplers import (PREDICTION_TYPES, SCHEDULES, Sampler, SamplerSettings, guided, initial_noise,
                                         make_scheduler)
+from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch, Family, FamilyConfig
 from ctsynth.models.gan_blocks import make_ema, update_ema
-from ctsynth.rpc.errors import InvalidArgument
 
 NULL_LABEL = 2  # class embeddings: 0 no tumor, 1 tumor, 2 null (classifier-free guidance)
 

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch, Family, FamilyConfig
-from ctsynth.rpc.errors import InvalidArgument
 
 LEAK = 0.2  # LeakyReLU slope of every seed-004 network (§3.5)
 NUM_CLASSES = 2  # 0 = no tumor, 1 = tumor

@@ -30,10 +30,10 @@ import torch.distributed as dist
 from monai.networks.nets import AutoencoderKL
 from torch import nn
 
+from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch
 from ctsynth.models.ddpm3d import DenoisingDiffusion, DiffusionConfig
 from ctsynth.models.vae import VAEConfig, build_autoencoder
-from ctsynth.rpc.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

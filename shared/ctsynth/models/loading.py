@@ -13,10 +13,10 @@ from typing import NamedTuple
 
 import torch
 
+from ctsynth.errors import DataLoss
 from ctsynth.models.base import Family
 from ctsynth.models.registry import get_family
 from ctsynth.registry import Registry, parse_ref
-from ctsynth.rpc.errors import DataLoss
 from ctsynth.storage import ObjectStore
 from ctsynth.storage.errors import IntegrityError
 from ctsynth.training import checkpoint

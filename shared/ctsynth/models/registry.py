@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib
 
+from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Family
-from ctsynth.rpc.errors import InvalidArgument
 
 _FAMILIES = {
     "gan": "ctsynth.models.gan:VanillaGAN",

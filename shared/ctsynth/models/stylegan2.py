@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch, FamilyConfig
 from ctsynth.models.gan_blocks import (LEAK, NUM_CLASSES, AdaptiveAugment, GANFamily, adam_pair, check_at_least,
                                        check_betas, check_positive, check_power_of_two, ema_beta, make_ema, to_signed,
                                        to_unit, update_ema, world_size)
 from ctsynth.models.gan_losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
-from ctsynth.rpc.errors import InvalidArgument
 
 ARCHITECTURES = ("skip", "resnet")
 RESAMPLERS = ("bilinear", "fir")

@@ -35,12 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch, FamilyConfig
 from ctsynth.models.gan_blocks import (LEAK, NUM_CLASSES, GANFamily, SelfAttention2d, adam_pair, check_at_least,
                                        check_betas, check_positive, check_power_of_two, eval_mode, label_maps,
                                        to_signed, to_unit, unwrap)
 from ctsynth.models.gan_losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
-from ctsynth.rpc.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import math
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from ctsynth.rpc.errors import InvalidArgument
+from ctsynth.errors import InvalidArgument
 
 # JSON-shaped well-known types: their own field names (fields, number_value,
 # values) are not what the client wrote, so paths go through them unnamed.

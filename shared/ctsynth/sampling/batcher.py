@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
+from ctsynth.errors import Unavailable
 from ctsynth.models.loading import LoadedModel
 from ctsynth.observability.metrics import SAMPLING_BATCH, SAMPLING_QUEUE
-from ctsynth.rpc.errors import Unavailable
 from ctsynth.sampling.seeds import NotPerItem, sample_rows
 
 log = logging.getLogger("ctsynth.sampling")

@@ -30,8 +30,8 @@ from pydicom.uid import generate_uid
 
 from ctsynth.data.ct_image import CtSeriesHeader, SlicePlane, ct_slice
 from ctsynth.data.nifti import axial_volume
+from ctsynth.errors import InvalidArgument, NotFound
 from ctsynth.registry import Registry, parse_ref
-from ctsynth.rpc.errors import InvalidArgument, NotFound
 from ctsynth.storage import ObjectNotFound, ObjectStore
 
 DEFAULT_WINDOW = (-1000.0, 400.0)  # HU, the ingest default (seed 000)

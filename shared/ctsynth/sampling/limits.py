@@ -8,8 +8,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ctsynth.errors import ResourceExhausted
 from ctsynth.observability.metrics import SAMPLING_ACTIVE, SAMPLING_BYTES
-from ctsynth.rpc.errors import ResourceExhausted
 
 
 class Limiter:

@@ -14,13 +14,13 @@ from datetime import datetime
 from google.protobuf import json_format
 
 from ctsynth.config import ServerSettings
+from ctsynth.errors import InvalidArgument, NotFound
 from ctsynth.evaluation.job import run_evaluation
 from ctsynth.evaluation.plan import plan_evaluation
 from ctsynth.evaluation.report import ROOT, prefix
 from ctsynth.evaluation.settings import EvaluationSettings
 from ctsynth.jobs import JobManager
 from ctsynth.registry import parse_ref
-from ctsynth.rpc.errors import InvalidArgument, NotFound
 from ctsynth.sampling.engine import SamplingEngine
 from ctsynth.sampling.settings import SamplingSettings
 from ctsynth.services.jobs import JobRpcs

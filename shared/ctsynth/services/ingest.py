@@ -6,11 +6,11 @@ confined to the allowed roots); each job publishes one dataset version under
 from __future__ import annotations
 
 from ctsynth.config import ServerSettings
+from ctsynth.errors import InvalidArgument
 from ctsynth.ingest.pipeline import IngestOptions, remove_leftovers, run_ingest
 from ctsynth.jobs import JobContext, JobManager, JobResult
 from ctsynth.registry import Registry, check_name, parse_ref
 from ctsynth.roots import AllowedRoots
-from ctsynth.rpc.errors import InvalidArgument
 from ctsynth.services.jobs import JobRpcs
 from ctsynth.storage import ObjectStore
 from ctsynth.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc

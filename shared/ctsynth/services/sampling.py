@@ -4,8 +4,8 @@ SampleSpec and Piece <-> SampleBatch) and the model registry."""
 from __future__ import annotations
 
 from ctsynth.config import ServerSettings
+from ctsynth.errors import InvalidArgument
 from ctsynth.registry import Registry, parse_ref
-from ctsynth.rpc.errors import InvalidArgument
 from ctsynth.sampling.engine import Cancellation, Piece, SampleSpec, SamplingEngine
 from ctsynth.sampling.settings import SamplingSettings
 from ctsynth.services.training import list_models, model_message

@@ -8,10 +8,10 @@ import typing
 
 from google.protobuf import json_format
 
+from ctsynth.errors import DataLoss
 from ctsynth.jobs import JobManager
 from ctsynth.models.registry import family_names, get_family
 from ctsynth.registry import Registry, check_name, parse_ref
-from ctsynth.rpc.errors import DataLoss
 from ctsynth.rpc.validation import check_message
 from ctsynth.services.jobs import JobRpcs
 from ctsynth.storage import ObjectStore

@@ -22,9 +22,9 @@ from torch import nn
 
 from ctsynth import __version__
 from ctsynth.data.dataset_h5 import SliceDataset, VolumeDataset, open_dataset
+from ctsynth.errors import FailedPrecondition, ResourceExhausted
 from ctsynth.models.base import Batch, Family
 from ctsynth.models.registry import get_family
-from ctsynth.rpc.errors import FailedPrecondition, ResourceExhausted
 from ctsynth.storage import ObjectStore, open_store
 from ctsynth.training import checkpoint
 from ctsynth.training.grid import sample_grid_png

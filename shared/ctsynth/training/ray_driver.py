@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 
-from ctsynth.rpc.errors import ServiceError
+from ctsynth.errors import ServiceError
 from ctsynth.training.loop import WorkerContext, train_worker
 from ctsynth.training.ray_head import SINGLE_MACHINE
 from ctsynth.training.spec import TrainSpec
@@ -116,7 +116,7 @@ def _worker_entry(config: dict) -> None:
             from ctsynth.storage import open_store
 
             open_store(spec.store_uri).put_json(f"{spec.prefix}/{ERROR}", {
-                "code": exc.code.name, "message": str(exc), "field": exc.field})
+                "code": exc.status, "message": str(exc), "field": exc.field})
 
 
 def fit(spec: TrainSpec) -> None:

@@ -12,11 +12,11 @@ import os
 import threading
 import time
 
+from ctsynth.errors import FailedPrecondition, InvalidArgument, error_from_status
 from ctsynth.jobs import JobCancelled, JobContext, JobResult
 from ctsynth.models.registry import get_family
 from ctsynth.observability.metrics import TRAINING_IMAGES_PER_SECOND
 from ctsynth.registry import Registry, check_name, parse_ref
-from ctsynth.rpc.errors import FailedPrecondition, InvalidArgument, error_from_status
 from ctsynth.storage import ObjectStore
 from ctsynth.training import ray_driver
 from ctsynth.training.loop import CANCEL, CHECKPOINTS, PROGRESS

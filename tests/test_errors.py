@@ -1,0 +1,128 @@
+"""The library's errors are plain exceptions; only the server edge knows gRPC."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+import ctsynth
+from ctsynth import errors
+from ctsynth.rpc.errors import status_for
+from ctsynth.storage import errors as storage_errors
+
+PACKAGE = Path(ctsynth.__file__).resolve().parent
+# Library folders that must stay free of gRPC (services/ and client/ may use it).
+LIBRARY = ("data", "models", "diffusion", "metrics", "training", "evaluation", "sampling", "storage", "ingest")
+
+
+def _build(cls: type[errors.ServiceError]) -> errors.ServiceError:
+    return cls("field", "is wrong") if cls is errors.InvalidArgument else cls("it went wrong", field="field")
+
+
+def test_invalid_argument_is_a_value_error_naming_its_field():
+    error = errors.InvalidArgument("sampler.steps", "must be >= 1")
+    assert isinstance(error, ValueError) and isinstance(error, errors.ServiceError)
+    assert error.field == "sampler.steps" and str(error) == "sampler.steps: must be >= 1"
+    with pytest.raises(ValueError, match="must be >= 1"):
+        raise error
+
+
+def test_status_names_are_the_grpc_status_codes():
+    assert errors.STATUS_NAMES == {code.name for code in grpc.StatusCode}
+
+
+@pytest.mark.parametrize("cls", errors.ERRORS, ids=lambda cls: cls.__name__)
+def test_each_error_maps_to_its_grpc_status(cls):
+    assert cls.status in grpc.StatusCode.__members__
+    error = _build(cls)
+    assert status_for(error) == (grpc.StatusCode[cls.status], str(error))
+
+
+def test_every_service_error_is_listed():
+    listed = set(errors.ERRORS)
+    found = {value for value in vars(errors).values()
+             if isinstance(value, type) and issubclass(value, errors.ServiceError) and value is not errors.ServiceError}
+    assert found == listed
+
+
+def test_a_subclass_keeps_its_parents_status():
+    class MetricProblem(errors.FailedPrecondition):
+        pass
+
+    assert status_for(MetricProblem("fid: too few")) == (grpc.StatusCode.FAILED_PRECONDITION, "fid: too few")
+
+
+def test_storage_errors_and_unexpected_ones():
+    assert status_for(storage_errors.ObjectNotFound("a", "file:///srv/x/a")) == (
+        grpc.StatusCode.NOT_FOUND, "object not found: a")
+    assert status_for(RuntimeError("boom")) is None
+    assert status_for(ValueError("not a service error")) is None
+
+
+@pytest.mark.parametrize("cls", errors.ERRORS, ids=lambda cls: cls.__name__)
+def test_error_from_status_round_trips_a_record(cls):
+    original = _build(cls)
+    rebuilt = errors.error_from_status(original.status, str(original), original.field)
+    assert type(rebuilt) is cls and str(rebuilt) == str(original) and rebuilt.field == original.field
+    assert status_for(rebuilt) == status_for(original)
+
+
+def test_error_from_status_keeps_other_codes_and_falls_back_to_internal():
+    aborted = errors.error_from_status("ABORTED", "try again")
+    assert type(aborted) is errors.ServiceError and status_for(aborted) == (grpc.StatusCode.ABORTED, "try again")
+    odd = errors.error_from_status("NO_SUCH_CODE", "odd")
+    assert odd.status == "INTERNAL" and status_for(odd) == (grpc.StatusCode.INTERNAL, "odd")
+
+
+def test_importing_the_errors_does_not_import_grpc():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")])}
+    code = ("import sys, ctsynth.errors, ctsynth.roots, ctsynth.registry, ctsynth.ingest.options\n"
+            "assert 'grpc' not in sys.modules, sorted(m for m in sys.modules if m.startswith('grpc'))\n"
+            "print(ctsynth.errors.__file__)")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()).resolve() == PACKAGE / "errors.py"
+
+
+def _forbidden_imports(path: Path) -> list[str]:
+    """The grpc and ctsynth.rpc modules `path` imports, anywhere in it."""
+    module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module.removesuffix(".__init__")
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found += [f"{path.relative_to(PACKAGE)}:{node.lineno}: {name}" for name in names
+                  if name == "grpc" or name.startswith(("grpc.", "grpc_")) or name == "ctsynth.rpc"
+                  or name.startswith("ctsynth.rpc.")]
+    return found
+
+
+def test_the_scan_sees_forbidden_imports(tmp_path, monkeypatch):
+    fake = tmp_path / "ctsynth" / "models"
+    fake.mkdir(parents=True)
+    (fake / "bad.py").write_text("import grpc\nfrom ..rpc import errors\ndef f():\n    from ctsynth.rpc.errors import x\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "ctsynth")
+    assert [line.split(": ", 1)[1] for line in _forbidden_imports(fake / "bad.py")] == [
+        "grpc", "ctsynth.rpc", "ctsynth.rpc.errors", "ctsynth.rpc.errors", "ctsynth.rpc.errors.x"]
+
+
+@pytest.mark.parametrize("folder", LIBRARY)
+def test_library_modules_do_not_import_grpc_or_rpc(folder):
+    files = sorted((PACKAGE / folder).rglob("*.py"))
+    assert files, f"no modules under {folder}"
+    assert [hit for path in files for hit in _forbidden_imports(path)] == []
