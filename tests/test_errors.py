@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import os
 import subprocess
 import sys
@@ -11,12 +10,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-import ctsynth
 from ctsynth import errors
 from ctsynth.rpc.errors import status_for
 from ctsynth.storage import errors as storage_errors
+from tests.imports import PACKAGE, imports_of
 
-PACKAGE = Path(ctsynth.__file__).resolve().parent
+FORBIDDEN = ("grpc", "grpc_health", "grpc_reflection", "grpc_status", "ctsynth.rpc")
 # Library folders that must stay free of gRPC (services/ and client/ may use it).
 LIBRARY = ("data", "models", "diffusion", "metrics", "training", "evaluation", "sampling", "storage", "ingest")
 
@@ -90,39 +89,17 @@ def test_importing_the_errors_does_not_import_grpc():
     assert Path(done.stdout.strip()).resolve() == PACKAGE / "errors.py"
 
 
-def _forbidden_imports(path: Path) -> list[str]:
-    """The grpc and ctsynth.rpc modules `path` imports, anywhere in it."""
-    module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module.removesuffix(".__init__")
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{parent}.{base}" if base else parent
-            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
-        else:
-            continue
-        found += [f"{path.relative_to(PACKAGE)}:{node.lineno}: {name}" for name in names
-                  if name == "grpc" or name.startswith(("grpc.", "grpc_")) or name == "ctsynth.rpc"
-                  or name.startswith("ctsynth.rpc.")]
-    return found
-
-
-def test_the_scan_sees_forbidden_imports(tmp_path, monkeypatch):
+def test_the_scan_sees_forbidden_imports(tmp_path):
     fake = tmp_path / "ctsynth" / "models"
     fake.mkdir(parents=True)
-    (fake / "bad.py").write_text("import grpc\nfrom ..rpc import errors\ndef f():\n    from ctsynth.rpc.errors import x\n")
-    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "ctsynth")
-    assert [line.split(": ", 1)[1] for line in _forbidden_imports(fake / "bad.py")] == [
-        "grpc", "ctsynth.rpc", "ctsynth.rpc.errors", "ctsynth.rpc.errors", "ctsynth.rpc.errors.x"]
+    (fake / "bad.py").write_text("import grpc\nfrom ..rpc import errors\ndef f():\n    from ctsynth.rpc.errors import x\n"
+                                 "    import grpc_health.v1\n    import grpcio_like\n")
+    assert [line.split(": ", 1)[1] for line in imports_of(fake / "bad.py", FORBIDDEN, tmp_path / "ctsynth")] == [
+        "grpc", "ctsynth.rpc", "ctsynth.rpc.errors", "ctsynth.rpc.errors", "ctsynth.rpc.errors.x", "grpc_health.v1"]
 
 
 @pytest.mark.parametrize("folder", LIBRARY)
 def test_library_modules_do_not_import_grpc_or_rpc(folder):
     files = sorted((PACKAGE / folder).rglob("*.py"))
     assert files, f"no modules under {folder}"
-    assert [hit for path in files for hit in _forbidden_imports(path)] == []
+    assert [hit for path in files for hit in imports_of(path, FORBIDDEN)] == []

@@ -24,10 +24,8 @@ from typing import Any, Callable
 
 from google.protobuf import json_format, struct_pb2
 
-from ctsynth.cli.status import service_health
+from ctsynth.client import SamplingClient, open_channel, resolve_target, service_health
 from ctsynth.client.jobs import follow
-from ctsynth.client import SamplingClient, open_channel
-from ctsynth.client.connection import resolve_target
 from ctsynth.data.lidc import annotated_scans
 from ctsynth.data.phantom import write_phantoms
 from ctsynth.storage import ObjectStore

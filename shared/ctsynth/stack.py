@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ctsynth.config import state_dir
 from ctsynth.processes import pid_alive
-from ctsynth.services import SERVICES
+from ctsynth.service_names import SERVICE_NAMES
 
 
 
@@ -100,7 +100,7 @@ def up(store: str, *, state_file: Path | None = None, timeout: float = 120.0, en
     targets: dict[str, str] = {}
     metrics: dict[str, int] = {}
     try:
-        for name in SERVICES:
+        for name in SERVICE_NAMES:
             log = open(logs / f"{name}.log", "ab")
             processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "ctsynth.cli.main", "--store", store, "serve", name,

@@ -34,8 +34,8 @@ from ctsynth.config import ServerSettings
 from ctsynth.evaluation.sets import read_split
 from ctsynth.evaluation.settings import EvaluationSettings
 from ctsynth.metrics.inception import WEIGHTS_FILE, to_uint8_rgb
-from ctsynth.rpc.server import ServiceHost, build_server
-from ctsynth.services import SERVICES, ServiceSpec
+from ctsynth.rpc.server import ServiceHost, ServiceSpec, build_server
+from ctsynth.services import SERVICES
 from ctsynth.services.evaluation import EvaluationServicer
 from ctsynth.storage import open_store
 from ctsynth.v1 import common_pb2, evaluation_pb2, evaluation_pb2_grpc
@@ -53,7 +53,7 @@ def start(store_uri: str, settings: EvaluationSettings) -> ServiceHost:
     base = SERVICES["evaluation"]
     spec = ServiceSpec(base.name, base.full_name, lambda store, s: EvaluationServicer(store, s, settings),
                        base.register)
-    return build_server([], server, extra_services=[spec])
+    return build_server([spec], server)
 
 
 def evaluate(stub, seed: int) -> tuple[float, float]:

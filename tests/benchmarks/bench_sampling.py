@@ -27,11 +27,11 @@ import grpc
 import numpy as np
 
 from ctsynth.config import ServerSettings
-from ctsynth.models.loading import load_model
-from ctsynth.rpc.server import ServiceHost, build_server
+from ctsynth.models.checkpoint import load_model
+from ctsynth.rpc.server import ServiceHost, ServiceSpec, build_server
 from ctsynth.sampling.seeds import item_seed, sample_rows
 from ctsynth.sampling.settings import SamplingSettings
-from ctsynth.services import SERVICES, ServiceSpec
+from ctsynth.services import SERVICES
 from ctsynth.services.sampling import SamplingServicer
 from ctsynth.storage import open_store
 from ctsynth.training.loop import WorkerContext, train_worker
@@ -61,7 +61,7 @@ def start(store_uri: str, batching: bool) -> ServiceHost:
     sampling = dataclasses.replace(SETTINGS, batching=batching)
     base = SERVICES["sampling"]
     spec = ServiceSpec(base.name, base.full_name, lambda store, s: SamplingServicer(store, s, sampling), base.register)
-    return build_server([], settings, extra_services=[spec])
+    return build_server([spec], settings)
 
 
 def one_request(stub, seed: int) -> float:

@@ -13,9 +13,9 @@ import pytest
 
 from ctsynth.config import ServerSettings
 from ctsynth.evaluation.settings import EvaluationSettings
-from ctsynth.rpc.server import ServiceHost, build_server
+from ctsynth.rpc.server import ServiceHost, ServiceSpec, build_server
 from ctsynth.sampling.settings import SamplingSettings
-from ctsynth.services import SERVICES, ServiceSpec
+from ctsynth.services import SERVICES
 from ctsynth.services.evaluation import EvaluationServicer
 from ctsynth.storage import open_store
 from ctsynth.v1 import common_pb2, evaluation_pb2_grpc
@@ -59,7 +59,7 @@ def host(store_root, tmp_path_factory) -> Iterator[ServiceHost]:
     spec = ServiceSpec(base.name, base.full_name,
                        lambda opened, server: EvaluationServicer(opened, server, tiny_settings(store_root), sampling),
                        base.register)
-    host = build_server([], settings, extra_services=[spec])
+    host = build_server([spec], settings)
     yield host
     host.stop(0)
 

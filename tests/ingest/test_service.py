@@ -18,7 +18,7 @@ import pytest
 from ctsynth.cli.main import main
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
-from ctsynth.rpc.server import build_server
+from ctsynth.services import host_services
 from ctsynth.storage import open_store
 from ctsynth.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
@@ -39,7 +39,7 @@ def import_roots(tmp_path_factory, monkeypatch) -> str:
 def service(tmp_path, import_roots):
     settings = ServerSettings(store_uri=(tmp_path / "store").as_uri(), port=0, grace_seconds=1.0,
                               import_roots=(import_roots,))
-    host = build_server(["ingest"], settings)
+    host = host_services(["ingest"], settings)
     channel = open_channel(host.address)
     yield ingest_pb2_grpc.IngestServiceStub(channel), host.servicers["ingest"]._store
     channel.close()

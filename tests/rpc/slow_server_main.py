@@ -9,6 +9,6 @@ from tests.rpc.servicers import SCRIPTED
 
 if __name__ == "__main__":
     settings = ServerSettings(store_uri=sys.argv[1], port=0, grace_seconds=10.0)
-    host = build_server([], settings, extra_services=[SCRIPTED])
+    host = build_server([SCRIPTED], settings)
     print(f"port {host.port}", flush=True)
     serve_until_signalled(host)

@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
 from ctsynth.rpc.server import build_server
-from ctsynth.services import SERVICES
+from ctsynth.services import SERVICES, host_services
 from ctsynth.v1 import common_pb2, ingest_pb2_grpc
 from tests.rpc.servicers import SCRIPTED
 
@@ -37,7 +37,7 @@ def settings(tmp_path, **overrides) -> ServerSettings:
 
 @pytest.fixture
 def host(tmp_path):
-    server = build_server([], settings(tmp_path), extra_services=[SCRIPTED])
+    server = build_server([SCRIPTED], settings(tmp_path))
     yield server
     server.stop(0)
 
@@ -53,7 +53,7 @@ def health_status(channel, service: str = "") -> int:
 
 
 def test_health_goes_from_not_serving_to_serving(tmp_path):
-    host = build_server(list(SERVICES), settings(tmp_path), ready=False)
+    host = host_services(list(SERVICES), settings(tmp_path), ready=False)
     try:
         with open_channel(host.address) as channel:
             assert health_status(channel) == NOT_SERVING
@@ -70,7 +70,7 @@ def test_health_goes_from_not_serving_to_serving(tmp_path):
 
 
 def test_reflection_lists_every_ctsynth_service(tmp_path):
-    host = build_server(list(SERVICES), settings(tmp_path))
+    host = host_services(list(SERVICES), settings(tmp_path))
     try:
         with open_channel(host.address) as channel:
             services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
@@ -113,7 +113,7 @@ def test_streaming_error_after_items_keeps_items_and_status(stub):
 
 
 def test_requests_are_counted_and_exported_on_metrics_port(tmp_path):
-    host = build_server([], settings(tmp_path, metrics_port=0), extra_services=[SCRIPTED])
+    host = build_server([SCRIPTED], settings(tmp_path, metrics_port=0))
     labels = {"service": "ctsynth.v1.IngestService", "method": "GetJob", "code": "OK"}
     before = REGISTRY.get_sample_value("ctsynth_grpc_requests_total", labels) or 0.0
     try:
@@ -130,7 +130,7 @@ def test_requests_are_counted_and_exported_on_metrics_port(tmp_path):
 
 
 def test_bearer_token_is_required_except_for_health(tmp_path):
-    host = build_server([], settings(tmp_path, auth_token="s3cret"), extra_services=[SCRIPTED])
+    host = build_server([SCRIPTED], settings(tmp_path, auth_token="s3cret"))
     request = common_pb2.GetJobRequest(job_id="ok")
     try:
         for token in (None, "wrong", "s3cret-but-longer"):
@@ -153,7 +153,7 @@ def test_refused_calls_are_logged_and_counted_without_the_token(tmp_path, caplog
     caplog.set_level(logging.INFO, logger="ctsynth.rpc")
     labels = {"service": "ctsynth.v1.IngestService", "method": "GetJob", "code": "UNAUTHENTICATED"}
     before = REGISTRY.get_sample_value("ctsynth_grpc_requests_total", labels) or 0.0
-    host = build_server([], settings(tmp_path, auth_token="s3cret"), extra_services=[SCRIPTED])
+    host = build_server([SCRIPTED], settings(tmp_path, auth_token="s3cret"))
     try:
         for token in (None, "guessed-token"):
             with open_channel(host.address, token=token) as channel, pytest.raises(grpc.RpcError) as err:
@@ -169,7 +169,7 @@ def test_refused_calls_are_logged_and_counted_without_the_token(tmp_path, caplog
 
 @pytest.mark.parametrize("value", ["bearer s3cret", "BEARER s3cret", "Bearer  s3cret"])
 def test_the_bearer_scheme_is_accepted_in_any_case(tmp_path, value):
-    host = build_server([], settings(tmp_path, auth_token="s3cret"), extra_services=[SCRIPTED])
+    host = build_server([SCRIPTED], settings(tmp_path, auth_token="s3cret"))
     try:
         with open_channel(host.address) as channel:
             stub = ingest_pb2_grpc.IngestServiceStub(channel)
@@ -193,7 +193,7 @@ def test_a_call_past_its_deadline_is_logged_as_deadline_exceeded(host, stub, cap
 
 
 def test_messages_over_the_size_limit_are_refused(tmp_path):
-    host = build_server([], settings(tmp_path, max_message_bytes=4096), extra_services=[SCRIPTED])
+    host = build_server([SCRIPTED], settings(tmp_path, max_message_bytes=4096))
     try:
         with open_channel(host.address) as channel, pytest.raises(grpc.RpcError) as err:
             ingest_pb2_grpc.IngestServiceStub(channel).GetJob(common_pb2.GetJobRequest(job_id="x" * 10_000), timeout=5)
@@ -229,7 +229,7 @@ def _self_signed(tmp_path) -> tuple[Path, Path]:
 
 def test_tls_server_accepts_tls_clients_and_refuses_plaintext(tmp_path):
     cert, key = _self_signed(tmp_path)
-    host = build_server([], settings(tmp_path, host="localhost", tls_cert=cert, tls_key=key), extra_services=[SCRIPTED])
+    host = build_server([SCRIPTED], settings(tmp_path, host="localhost", tls_cert=cert, tls_key=key))
     try:
         with open_channel(f"localhost:{host.port}", tls_ca=cert) as channel:
             assert ingest_pb2_grpc.IngestServiceStub(channel).GetJob(common_pb2.GetJobRequest(job_id="ok"), timeout=5).id == "ok"

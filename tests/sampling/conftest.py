@@ -11,9 +11,9 @@ import grpc
 import pytest
 
 from ctsynth.config import ServerSettings
-from ctsynth.rpc.server import ServiceHost, build_server
+from ctsynth.rpc.server import ServiceHost, ServiceSpec, build_server
 from ctsynth.sampling.settings import SamplingSettings
-from ctsynth.services import SERVICES, ServiceSpec
+from ctsynth.services import SERVICES
 from ctsynth.services.sampling import SamplingServicer
 from ctsynth.storage import StoreUnavailable, open_store
 from ctsynth.training.loop import WorkerContext, train_worker
@@ -87,7 +87,7 @@ def start_server(store_uri: str, store=None, **sampling) -> ServiceHost:
     spec = ServiceSpec(base.name, base.full_name,
                        lambda opened, server_settings: SamplingServicer(store or opened, server_settings, chosen),
                        base.register)
-    return build_server([], settings, extra_services=[spec])
+    return build_server([spec], settings)
 
 
 @pytest.fixture(scope="session")

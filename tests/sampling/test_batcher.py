@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from ctsynth.errors import Unavailable
 from ctsynth.models.base import Family, FamilyConfig
 from ctsynth.models.dcgan import DCGAN, DCGANConfig
-from ctsynth.models.loading import LoadedModel
+from ctsynth.models.checkpoint import LoadedModel
 from ctsynth.sampling.batcher import Batcher
 
 

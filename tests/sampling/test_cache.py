@@ -10,7 +10,7 @@ import torch
 from prometheus_client import REGISTRY
 
 from ctsynth.models.dcgan import DCGAN, DCGANConfig
-from ctsynth.models.loading import LoadedModel
+from ctsynth.models.checkpoint import LoadedModel
 from ctsynth.sampling.cache import ModelCache
 from ctsynth.storage import StoreUnavailable, open_store
 from tests.sampling.conftest import FlakyStore

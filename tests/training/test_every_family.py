@@ -13,8 +13,8 @@ from google.protobuf import struct_pb2
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
 from ctsynth.diffusion import SAMPLER_KINDS
-from ctsynth.models.loading import load_model
-from ctsynth.rpc.server import build_server
+from ctsynth.models.checkpoint import load_model
+from ctsynth.services import host_services
 from ctsynth.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc, training_pb2, training_pb2_grpc
 from tests.models.test_diffusion_families import UNET_TINY, VAE_TINY
 from tests.models.test_gan_families import CASES
@@ -38,7 +38,7 @@ def stack(tmp_path_factory, lidc_phantom_root):
     os.environ.setdefault("CTSYNTH_RAY_DASHBOARD", "0")
     root, _ = lidc_phantom_root
     store = (tmp_path_factory.mktemp("families") / "store").as_uri()
-    host = build_server(["ingest", "training"], ServerSettings(store_uri=store, port=0, grace_seconds=1.0,
+    host = host_services(["ingest", "training"], ServerSettings(store_uri=store, port=0, grace_seconds=1.0,
                                                                     import_roots=(str(root),)))
     channel = open_channel(host.address)
     ingest = ingest_pb2_grpc.IngestServiceStub(channel)

@@ -11,9 +11,8 @@ from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from ctsynth.errors import FailedPrecondition
-from ctsynth.models import registry
+from ctsynth.models import checkpoint, registry
 from ctsynth.models.base import Batch, Family, FamilyConfig
-from ctsynth.training import checkpoint
 from ctsynth.training.loop import CANCEL, NonFiniteLoss, StepBatches, WorkerContext, latest_checkpoint, train_worker
 from ctsynth.training.spec import TrainSpec
 from tests.training.conftest import PIXEL_MM

@@ -11,7 +11,7 @@ import pytest
 
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
-from ctsynth.rpc.server import build_server
+from ctsynth.services import host_services
 from ctsynth.v1 import common_pb2, sampling_pb2, sampling_pb2_grpc, training_pb2_grpc
 
 BROKEN_KEY = "models/dcgan/2/weights.safetensors"
@@ -29,7 +29,7 @@ def publish_model(store, name: str, version: str, family: str) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("model-listing")
-    host = build_server(["training", "sampling"], ServerSettings(store_uri=(root / "store").as_uri(), port=0))
+    host = host_services(["training", "sampling"], ServerSettings(store_uri=(root / "store").as_uri(), port=0))
     store = host.servicers["training"]._store
     publish_model(store, "dcgan", "1", "dcgan")
     publish_model(store, "dcgan", "2", "dcgan")

@@ -12,7 +12,7 @@ from google.protobuf import struct_pb2
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
 from ctsynth.errors import InvalidArgument
-from ctsynth.rpc.server import build_server
+from ctsynth.services import host_services
 from ctsynth.training import runner
 from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
 from tests.training.conftest import publish_dataset
@@ -21,7 +21,7 @@ from tests.training.conftest import publish_dataset
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     root = tmp_path_factory.mktemp("training-validation")
-    host = build_server(["training"], ServerSettings(store_uri=(root / "store").as_uri(), port=0))
+    host = host_services(["training"], ServerSettings(store_uri=(root / "store").as_uri(), port=0))
     store = host.servicers["training"]._store
     publish_dataset(store, "tiny", root / "tiny")
     channel = open_channel(host.address)

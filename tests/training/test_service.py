@@ -12,8 +12,8 @@ from google.protobuf import struct_pb2
 
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
-from ctsynth.models.loading import load_model
-from ctsynth.rpc.server import build_server
+from ctsynth.models.checkpoint import load_model
+from ctsynth.services import host_services
 from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
 from tests.training.conftest import publish_dataset
 
@@ -25,7 +25,7 @@ def service(tmp_path_factory):
     os.environ.setdefault("CTSYNTH_RAY_DASHBOARD", "0")
     root = tmp_path_factory.mktemp("training-service")
     settings = ServerSettings(store_uri=(root / "store").as_uri(), port=0, grace_seconds=1.0)
-    host = build_server(["training"], settings)
+    host = host_services(["training"], settings)
     store = host.servicers["training"]._store
     publish_dataset(store, "tiny", root / "tiny")
     publish_dataset(store, "clean", root / "clean", with_nodules=False)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from ctsynth.cli.connection import open_services, target_of
-from ctsynth.services import SERVICES
+from ctsynth.client.health import service_health
+from ctsynth.service_names import SERVICE_NAMES
 
 
 def add_parser(commands) -> None:
@@ -14,34 +12,16 @@ def add_parser(commands) -> None:
     parser.set_defaults(run=run)
 
 
-def service_health(channel, names=tuple(SERVICES), timeout: float = 5.0) -> dict[str, str]:
-    """Health status name of the named services on the channel
-    ("NOT_HOSTED" for a service the target does not run)."""
-    stub = health_pb2_grpc.HealthStub(channel)
-    result = {}
-    for name in names:
-        spec = SERVICES[name]
-        try:
-            response = stub.Check(health_pb2.HealthCheckRequest(service=spec.full_name), timeout=timeout)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            result[name] = "NOT_HOSTED"
-            continue
-        result[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-    return result
-
-
 def health_of_all(args) -> dict[str, str]:
     """Every service's health, whether they share one address or not."""
     target = target_of(args)
     if target and "=" in target:
         health = {}
-        for name in SERVICES:
+        for name in SERVICE_NAMES:
             with open_services(args, [name]) as channel:
                 health.update(service_health(channel, [name]))
         return health
-    with open_services(args, SERVICES) as channel:
+    with open_services(args, SERVICE_NAMES) as channel:
         return service_health(channel)
 
 

@@ -1,6 +1,7 @@
 """Typed access to the ctsynth services from Python."""
 
-from ctsynth.client.connection import connect, open_channel
+from ctsynth.client.connection import open_channel, resolve_target
+from ctsynth.client.health import service_health
 from ctsynth.client.sampling import Sample, SamplingClient
 
-__all__ = ["Sample", "SamplingClient", "connect", "open_channel"]
+__all__ = ["Sample", "SamplingClient", "open_channel", "resolve_target", "service_health"]

@@ -1,17 +1,13 @@
-"""Channels to ctsynth services: a remote target, or services started
-in-process for the duration of a command (the embedded default)."""
+"""Channels to ctsynth services at a target. The client starts no server:
+the CLI hosts services in-process when it has no target."""
 
 from __future__ import annotations
 
 import collections
-import dataclasses
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 
 import grpc
-
-from ctsynth.config import ServerSettings
 
 
 class _ClientCallDetails(
@@ -91,46 +87,3 @@ def resolve_target(target: str, services: Iterable[str]) -> str:
     if len(addresses) != 1:
         raise ValueError(f"{', '.join(services)} are at different addresses; ask for them one at a time")
     return addresses.pop()
-
-
-@contextmanager
-def connect(
-    services: Iterable[str],
-    *,
-    target: str | None = None,
-    store: str | None = None,
-    token: str | None = None,
-    tls_ca: Path | None = None,
-    import_roots: Iterable[str] = (),
-) -> Iterator[grpc.Channel]:
-    """A channel to `target`, or to the named services started in-process on
-    loopback for the duration of the block when no target is given.
-
-    `import_roots`: paths the in-process services may also read, beside the
-    configured roots: the command's own local inputs, which its user already
-    owns. A served instance never takes roots from a client."""
-    if target:
-        channel = open_channel(resolve_target(target, services), token=token, tls_ca=tls_ca)
-        try:
-            yield channel
-        finally:
-            channel.close()
-        return
-
-    from ctsynth.rpc.server import build_server
-
-    # Loopback for the life of one command: no TLS, no token, no metrics port.
-    settings = ServerSettings.from_env(store_uri=store)
-    settings = dataclasses.replace(
-        settings,
-        host="127.0.0.1", port=0, metrics_port=None, grace_seconds=5.0,
-        tls_cert=None, tls_key=None, tls_client_ca=None, auth_token=None,
-        import_roots=settings.allowed_roots().including(*import_roots).roots,
-    )
-    host = build_server(list(services), settings)
-    channel = open_channel(host.address)
-    try:
-        yield channel
-    finally:
-        channel.close()
-        host.stop()

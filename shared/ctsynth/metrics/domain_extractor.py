@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from ctsynth import __version__
 from ctsynth.errors import InvalidArgument
 from ctsynth.metrics.networks import batched, conv_encoder, fit, seeded
-from ctsynth.models.loading import read_model_files
+from ctsynth.models.checkpoint import read_model_files
 from ctsynth.registry import NAME_PATTERN, Registry
 from ctsynth.storage import ObjectStore
 

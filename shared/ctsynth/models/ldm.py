@@ -137,7 +137,7 @@ class LDM(DenoisingDiffusion):
         """Training-runtime hook: load the frozen VAE's trained weights."""
         from safetensors.torch import load as load_safetensors
 
-        from ctsynth.models.loading import verified_bytes
+        from ctsynth.models.checkpoint import verified_bytes
 
         prefix = spec.extra["autoencoder_prefix"]
         sha256 = store.read_manifest(prefix)["files"]["weights.safetensors"]["sha256"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -19,10 +19,19 @@ from grpc_reflection.v1alpha import reflection
 from ctsynth.config import ServerSettings
 from ctsynth.observability.metrics import serve_metrics
 from ctsynth.rpc.interceptors import ObservabilityInterceptor, TokenAuthInterceptor
-from ctsynth.services import SERVICES, ServiceSpec
 from ctsynth.storage import open_store
 
 log = logging.getLogger("ctsynth.server")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service a server can host; `ctsynth.services` holds ours."""
+
+    name: str  # short name used on the command line
+    full_name: str  # fully qualified gRPC service name
+    create: Callable  # (store, settings) -> servicer
+    register: Callable  # (servicer, server) -> None
 
 
 def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
@@ -75,22 +84,13 @@ class ServiceHost:
                 close()
 
 
-def build_server(
-    names: Iterable[str],
-    settings: ServerSettings,
-    *,
-    extra_services: Iterable[ServiceSpec] = (),
-    ready: bool = True,
-) -> ServiceHost:
-    """Create and start a server for the named services.
+def build_server(services: Iterable[ServiceSpec], settings: ServerSettings, *, ready: bool = True) -> ServiceHost:
+    """Create and start a server hosting `services`.
 
     Health reports NOT_SERVING until the services are ready: at once when
     `ready`, otherwise when the caller says so with `host.set_serving`.
-    `extra_services` lets tests host a servicer of their own with the same
-    plumbing.
     """
-    specs = {name: SERVICES[name] for name in names}
-    specs.update({spec.name: spec for spec in extra_services})
+    specs = {spec.name: spec for spec in services}
     # The first interceptor is the outermost: observing wraps auth, so refused calls are logged and counted.
     interceptors = [ObservabilityInterceptor()]
     if settings.auth_token:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ctsynth.errors import Unavailable
-from ctsynth.models.loading import LoadedModel
+from ctsynth.models.checkpoint import LoadedModel
 from ctsynth.observability.metrics import SAMPLING_BATCH, SAMPLING_QUEUE
 from ctsynth.sampling.seeds import NotPerItem, sample_rows
 

@@ -23,10 +23,10 @@ from torch import nn
 from ctsynth import __version__
 from ctsynth.data.dataset_h5 import SliceDataset, VolumeDataset, open_dataset
 from ctsynth.errors import FailedPrecondition, ResourceExhausted
+from ctsynth.models import checkpoint
 from ctsynth.models.base import Batch, Family
 from ctsynth.models.registry import get_family
 from ctsynth.storage import ObjectStore, open_store
-from ctsynth.training import checkpoint
 from ctsynth.training.grid import sample_grid_png
 from ctsynth.training.spec import TrainSpec
 
