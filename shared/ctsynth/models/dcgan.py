@@ -17,9 +17,9 @@ from torch import nn
 
 from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import FamilyConfig
+from ctsynth.models.config_checks import check_betas, check_divides, check_positive, check_widths
 from ctsynth.models.gan import VanillaGAN
-from ctsynth.models.gan_blocks import (ConvDiscriminator, ConvGenerator, check_betas, check_divides, check_positive,
-                                       check_widths, init_dcgan_weights)
+from ctsynth.models.gan_networks import ConvDiscriminator, ConvGenerator, init_dcgan_weights
 
 
 @dataclass(frozen=True)

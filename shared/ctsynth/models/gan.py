@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from ctsynth.models.base import Batch, FamilyConfig
-from ctsynth.models.gan_blocks import (LatentGANFamily, MLPDiscriminator, MLPGenerator, adam_pair, check_betas,
-                                       check_positive, check_widths, to_signed)
+from ctsynth.models.config_checks import check_betas, check_positive, check_widths
+from ctsynth.models.gan_family import LatentGANFamily, adam_pair, to_signed
 from ctsynth.models.gan_losses import d_logistic_loss, g_nonsaturating_loss
+from ctsynth.models.gan_networks import MLPDiscriminator, MLPGenerator
 
 
 @dataclass(frozen=True)

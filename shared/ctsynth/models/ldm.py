@@ -2,7 +2,7 @@
 
 A frozen, separately trained `vae` (module "autoencoder") maps slices to
 latents z (f = 4: 4 x 64 x 64); a MONAI `DiffusionModelUNet` (the helper
-`ddpm3d.build_unet`, with `spatial_dims` = 2) learns to denoise z * scale
+`denoising_diffusion.build_unet`, with `spatial_dims` = 2) learns to denoise z * scale
 (Rombach et al. 2022) with T = 1000 and seed 000's beta range
 8.5e-4 -> 1.2e-2. CompVis's "linear" schedule, which seed 000 ran, is linear
 in sqrt(beta) (`make_beta_schedule`: linspace(sqrt(b0), sqrt(b1)) ** 2), so
@@ -17,7 +17,7 @@ two residual blocks per level, attention at the three finest levels with 8
 heads, gradient checkpointing; AdamW (CompVis) at 5e-6 x batch 8 with
 linear warm-up over 5000 steps; EMA weights for sampling. Unconditional as
 in seed 000, or class-conditional on tumor presence with classifier-free
-guidance (see `ddpm3d`); default sampler DDIM with 200 steps (seed 000 §5.3.2).
+guidance (see `denoising_diffusion`); default sampler DDIM with 200 steps (seed 000 §5.3.2).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from torch import nn
 
 from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch
-from ctsynth.models.ddpm3d import DenoisingDiffusion, DiffusionConfig
+from ctsynth.models.denoising_diffusion import DenoisingDiffusion, DiffusionConfig
 from ctsynth.models.vae import VAEConfig, build_autoencoder
 
 

@@ -37,10 +37,11 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch, FamilyConfig
-from ctsynth.models.gan_blocks import (LEAK, NUM_CLASSES, GANFamily, SelfAttention2d, adam_pair, check_at_least,
-                                       check_betas, check_positive, check_power_of_two, eval_mode, label_maps,
-                                       to_signed, to_unit, unwrap)
+from ctsynth.models.config_checks import check_at_least, check_betas, check_positive, check_power_of_two
+from ctsynth.models.distributed import unwrap
+from ctsynth.models.gan_family import GANFamily, adam_pair, eval_mode, to_signed, to_unit
 from ctsynth.models.gan_losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
+from ctsynth.models.gan_networks import LEAK, NUM_CLASSES, SelfAttention2d, label_maps
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from monai.networks.nets import AutoencoderKL, PatchDiscriminator
 from ctsynth.diffusion.samplers import initial_noise
 from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch, Family, FamilyConfig
-from ctsynth.models.gan_blocks import unwrap
+from ctsynth.models.distributed import unwrap
 
 ADVERSARIAL = ("none", "hinge", "least_squares")
 ADAM_BETAS = (0.5, 0.9)  # CompVis AutoencoderKL, both optimizers

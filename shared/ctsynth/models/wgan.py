@@ -22,12 +22,27 @@ import torch
 from torch import nn
 
 from ctsynth.models.base import Batch
+from ctsynth.models.config_checks import check_at_least, check_positive
 from ctsynth.models.gan import MLPGANConfig, mlp_modules
-from ctsynth.models.gan_blocks import LatentGANFamily, check_at_least, check_positive, critic_slices, to_signed
+from ctsynth.models.gan_family import LatentGANFamily, to_signed
 from ctsynth.models.gan_losses import critic_generator_loss, critic_loss
 
 Critic = Callable[[torch.Tensor], torch.Tensor]
 Terms = dict[str, torch.Tensor]
+
+
+def critic_slices(images: torch.Tensor, n_critic: int) -> list[torch.Tensor]:
+    """The rows each of `n_critic` critic steps consumes (N, ...) -> [(k, ...)].
+
+    Slice i holds rows [i*k, (i+1)*k) mod N with k = max(1, N // n_critic): a
+    plain split when N is a multiple of n_critic, so one `train_step` consumes
+    the n_critic batches that seed 004's loop (after Linder-Norén) feeds the
+    critic per generator update; a smaller batch wraps around and reuses rows.
+    """
+    count = images.shape[0]
+    size = max(1, count // n_critic)
+    rows = torch.arange(n_critic * size, device=images.device).remainder(count).view(n_critic, size)
+    return [images[index] for index in rows]
 
 
 class CriticFamily(LatentGANFamily):

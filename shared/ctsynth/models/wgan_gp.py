@@ -24,9 +24,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ctsynth.models.config_checks import check_at_least, check_positive
 from ctsynth.models.dcgan import ConvGANConfig
-from ctsynth.models.gan_blocks import ConvDiscriminator, ConvGenerator, adam_pair, check_at_least, check_positive
+from ctsynth.models.gan_family import adam_pair
 from ctsynth.models.gan_losses import critic_generator_loss, critic_loss, gradient_penalty
+from ctsynth.models.gan_networks import ConvDiscriminator, ConvGenerator
 from ctsynth.models.wgan import Critic, CriticFamily, Terms
 
 

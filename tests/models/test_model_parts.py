@@ -1,4 +1,5 @@
-"""Shared GAN building blocks and losses, checked against the papers' formulas."""
+"""The parts the families are built from (GAN networks and losses, EMA, ADA,
+StyleGAN2 layers), checked against the papers' formulas."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from ctsynth.models.gan_blocks import (AdaptiveAugment, ConvDiscriminator, ConvGenerator, MLPGenerator,
-                                       SelfAttention2d, critic_slices, ema_beta, label_maps, to_signed, to_unit,
-                                       update_ema)
+from ctsynth.models.augment import AdaptiveAugment
+from ctsynth.models.ema import ema_beta, update_ema
+from ctsynth.models.gan_family import to_signed, to_unit
 from ctsynth.models.gan_losses import d_logistic_loss, g_nonsaturating_loss, gradient_penalty, r1_penalty
-from ctsynth.models.stylegan2 import MinibatchStd, Resample
+from ctsynth.models.gan_networks import ConvDiscriminator, ConvGenerator, MLPGenerator, SelfAttention2d, label_maps
+from ctsynth.models.stylegan2_networks import MinibatchStd, Resample
+from ctsynth.models.wgan import critic_slices
 
 
 def seeded(seed: int) -> torch.Generator:
