@@ -25,7 +25,7 @@ def test_overrides_win_over_environment():
         ({"CTSYNTH_PORT": "http"}, "CTSYNTH_PORT='http' is not an integer"),
         ({"CTSYNTH_PORT": "70000"}, "outside 0-65535"),
         ({"CTSYNTH_MAX_MESSAGE_BYTES": "10"}, "CTSYNTH_MAX_MESSAGE_BYTES=10 must be >= 1024"),
-        ({"CTSYNTH_GRACE_SECONDS": "-1"}, "CTSYNTH_GRACE_SECONDS=-1.0 must be >= 0"),
+        ({"CTSYNTH_GRACE_SECONDS": "-1"}, "CTSYNTH_GRACE_SECONDS=-1 must be a finite number >= 0"),
         ({"CTSYNTH_TLS_CERT": "/nonexistent/cert.pem"}, "CTSYNTH_TLS_CERT='/nonexistent/cert.pem': no such file"),
     ],
 )

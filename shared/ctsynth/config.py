@@ -14,6 +14,7 @@ from pathlib import Path
 
 import platformdirs
 
+from ctsynth.env_values import env_float, env_int
 from ctsynth.roots import AllowedRoots
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -33,32 +34,6 @@ def state_dir(env: Mapping[str, str] | None = None) -> Path:
     """Where local processes keep their state: CTSYNTH_STATE_DIR (tests set it) or the user's data dir."""
     env = os.environ if env is None else env
     return Path(env.get("CTSYNTH_STATE_DIR") or platformdirs.user_data_dir("ctsynth"))
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ValueError(f"{name}={value} must be >= {minimum}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if value < 0:
-        raise ValueError(f"{name}={value} must be >= 0")
-    return value
 
 
 def torch_device(value: str, variable: str):
@@ -128,15 +103,15 @@ class ServerSettings:
             token = token_file.read_text().strip() or None
             if token is None:
                 raise ValueError(f"CTSYNTH_AUTH_TOKEN_FILE={token_file}: file is empty")
-        metrics_port = _int(env, "CTSYNTH_METRICS_PORT", -1, minimum=-1)
+        metrics_port = env_int(env, "CTSYNTH_METRICS_PORT", -1, minimum=-1)
         values = dict(
             store_uri=env.get("CTSYNTH_STORE", "").strip() or default_store_uri(),
             host=env.get("CTSYNTH_HOST", "").strip() or "127.0.0.1",
-            port=_int(env, "CTSYNTH_PORT", 50051),
+            port=env_int(env, "CTSYNTH_PORT", 50051),
             metrics_port=None if metrics_port < 0 else metrics_port,
-            max_message_bytes=_int(env, "CTSYNTH_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, minimum=1024),
-            max_workers=_int(env, "CTSYNTH_MAX_WORKERS", 128, minimum=1),
-            grace_seconds=_float(env, "CTSYNTH_GRACE_SECONDS", 30.0),
+            max_message_bytes=env_int(env, "CTSYNTH_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, minimum=1024),
+            max_workers=env_int(env, "CTSYNTH_MAX_WORKERS", 128, minimum=1),
+            grace_seconds=env_float(env, "CTSYNTH_GRACE_SECONDS", 30.0),
             tls_cert=_readable_file(env, "CTSYNTH_TLS_CERT"),
             tls_key=_readable_file(env, "CTSYNTH_TLS_KEY"),
             tls_client_ca=_readable_file(env, "CTSYNTH_TLS_CLIENT_CA"),

@@ -57,11 +57,16 @@ def _comparable(run: EvaluationRun, name: str, draw: int) -> None:
     check_same_shape(name, run.real_item_shape(), synthetic.shape[1:])
 
 
-def _fid(run: EvaluationRun, draw: int) -> Outcome:
-    _comparable(run, "fid", draw)
-    space = run.space("inception")
-    return Outcome(feature_metrics.fid("fid", run.real_features(space, "fid").statistics,
-                                       run.synthetic_features(space, draw)))
+def _frechet(name: str, space_name: str) -> Callable[[EvaluationRun, int], Outcome]:
+    """A Fréchet distance in one feature space: FID (Inception), FID-3D (MedicalNet)."""
+
+    def compute(run: EvaluationRun, draw: int) -> Outcome:
+        _comparable(run, name, draw)
+        space = run.space(space_name)
+        return Outcome(feature_metrics.fid(name, run.real_features(space, name).statistics,
+                                           run.synthetic_features(space, draw)))
+
+    return compute
 
 
 def _kid(run: EvaluationRun, draw: int) -> Outcome:
@@ -97,13 +102,6 @@ def _ct_fid(run: EvaluationRun, draw: int) -> Outcome:
                                        subsets=run.settings.kid_subsets, seed=run.plan.seed)
     return Outcome(feature_metrics.fid("ct-fid", real.statistics, synthetic),
                    {"kid": kid, "kid_subset_std": kid_std, **_ct_precision_recall(run, "ct-fid", draw)})
-
-
-def _fid_3d(run: EvaluationRun, draw: int) -> Outcome:
-    _comparable(run, "fid-3d", draw)
-    space = run.space("med3d")
-    return Outcome(feature_metrics.fid("fid-3d", run.real_features(space, "fid-3d").statistics,
-                                       run.synthetic_features(space, draw)))
 
 
 def _fid_25d(run: EvaluationRun, draw: int) -> Outcome:
@@ -178,11 +176,11 @@ def _utility(run: EvaluationRun) -> Outcome:
 
 
 METRICS: dict[str, MetricSpec] = {
-    "fid": MetricSpec(_fid, "inception"),
+    "fid": MetricSpec(_frechet("fid", "inception"), "inception"),
     "kid": MetricSpec(_kid, "inception"),
     "pr": MetricSpec(_pr, "inception"),
     "ct-fid": MetricSpec(_ct_fid, "ct"),
-    "fid-3d": MetricSpec(_fid_3d, "med3d"),
+    "fid-3d": MetricSpec(_frechet("fid-3d", "med3d"), "med3d"),
     "fid-2.5d": MetricSpec(_fid_25d),
     "ms-ssim": MetricSpec(_ms_ssim, "pixel"),
     "variety": MetricSpec(_variety, "pixel"),

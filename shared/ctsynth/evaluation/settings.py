@@ -18,7 +18,8 @@ from pathlib import Path
 import platformdirs
 import torch
 
-from ctsynth.config import _int, torch_device
+from ctsynth.config import torch_device
+from ctsynth.env_values import env_int
 from ctsynth.roots import AllowedRoots
 
 
@@ -75,14 +76,14 @@ class EvaluationSettings:
             inception_weights=env.get("CTSYNTH_INCEPTION_WEIGHTS", "").strip(),
             med3d_weights=env.get("CTSYNTH_MED3D_WEIGHTS", "").strip(),
             device=env.get("CTSYNTH_EVAL_DEVICE", "").strip() or "auto",
-            batch_size=_int(env, "CTSYNTH_EVAL_BATCH_SIZE", cls.batch_size, minimum=1),
-            max_real_items=_int(env, "CTSYNTH_EVAL_MAX_REAL", cls.max_real_items, minimum=1),
-            max_real_volumes=_int(env, "CTSYNTH_EVAL_MAX_REAL_VOLUMES", cls.max_real_volumes, minimum=1),
-            extractor_steps=_int(env, "CTSYNTH_EVAL_EXTRACTOR_STEPS", cls.extractor_steps, minimum=1),
-            utility_steps=_int(env, "CTSYNTH_EVAL_UTILITY_STEPS", cls.utility_steps, minimum=1),
-            utility_repeats=_int(env, "CTSYNTH_EVAL_UTILITY_REPEATS", cls.utility_repeats, minimum=2),
-            slices_per_axis=_int(env, "CTSYNTH_EVAL_SLICES_PER_AXIS", cls.slices_per_axis, minimum=1),
-            kid_subsets=_int(env, "CTSYNTH_EVAL_KID_SUBSETS", cls.kid_subsets, minimum=1),
+            batch_size=env_int(env, "CTSYNTH_EVAL_BATCH_SIZE", cls.batch_size, minimum=1),
+            max_real_items=env_int(env, "CTSYNTH_EVAL_MAX_REAL", cls.max_real_items, minimum=1),
+            max_real_volumes=env_int(env, "CTSYNTH_EVAL_MAX_REAL_VOLUMES", cls.max_real_volumes, minimum=1),
+            extractor_steps=env_int(env, "CTSYNTH_EVAL_EXTRACTOR_STEPS", cls.extractor_steps, minimum=1),
+            utility_steps=env_int(env, "CTSYNTH_EVAL_UTILITY_STEPS", cls.utility_steps, minimum=1),
+            utility_repeats=env_int(env, "CTSYNTH_EVAL_UTILITY_REPEATS", cls.utility_repeats, minimum=2),
+            slices_per_axis=env_int(env, "CTSYNTH_EVAL_SLICES_PER_AXIS", cls.slices_per_axis, minimum=1),
+            kid_subsets=env_int(env, "CTSYNTH_EVAL_KID_SUBSETS", cls.kid_subsets, minimum=1),
             weights_cache=env.get("CTSYNTH_WEIGHTS_CACHE", "").strip(),
         )
         values.update(overrides)

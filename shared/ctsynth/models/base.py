@@ -204,3 +204,27 @@ class Family(ABC):
     def sample_masks(self) -> bool:
         """Whether `sample` returns an extra mask channel after the image."""
         return False
+
+    # Optional hooks: what a family overrides when it needs more than its config.
+
+    @classmethod
+    def resolve_inputs(cls, hyperparameters: dict[str, Any], models) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Training-service hook, before the config is built: resolve
+        references to other models in the registry `models` (the LDM's vae).
+        Returns (hyperparameters, extra inputs the training spec carries)."""
+        return dict(hyperparameters), {}
+
+    def prepare(self, store, spec) -> None:
+        """Training-runtime hook, before the first step: load what the spec's
+        extra inputs name (the LDM's frozen vae weights)."""
+
+    def sampler_options(self, sampler: Mapping[str, Any], truncation_psi: float | None) -> dict[str, Any]:
+        """The `sampler` argument `sample` gets for a request's sampler
+        settings and truncation psi, resolved and checked before any work
+        (so a reply can say which settings were used, and requests that
+        resolve alike batch together). By default a family takes neither."""
+        if sampler:
+            raise InvalidArgument(f"sampler.{next(iter(sampler))}", f"{self.name} is not a diffusion model")
+        if truncation_psi is not None:
+            raise InvalidArgument("truncation_psi", f"{self.name} is not a style GAN")
+        return {}

@@ -22,6 +22,7 @@ null class 2 with probability `p_uncond` during training.
 from __future__ import annotations
 
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -220,6 +221,13 @@ class DenoisingDiffusion(Family):
         labels = batch.label.to(self.device, torch.long)
         dropped = torch.rand(labels.shape, device=self.device) < self.config.p_uncond
         return torch.where(dropped, torch.full_like(labels, NULL_LABEL), labels)
+
+    def sampler_options(self, sampler: Mapping[str, Any], truncation_psi: float | None) -> dict[str, Any]:
+        """The config's default sampler with the request's settings over it."""
+        if truncation_psi is not None:
+            raise InvalidArgument("truncation_psi", f"{self.name} is not a style GAN")
+        settings = self.config.sampler_defaults().override(sampler, self.config.num_train_timesteps)
+        return dataclasses.asdict(settings)
 
     @torch.no_grad()
     def sample(self, count: int, generator: torch.Generator, *, labels: torch.Tensor | None = None,

@@ -103,6 +103,15 @@ class GANFamily(Family):
             raise InvalidArgument("label", f"{self.name} is conditional; batches need labels (0 = no tumor, 1 = tumor)")
         return batch.label.to(self.device, torch.long)
 
+    def sampler_options(self, sampler: Mapping[str, Any], truncation_psi: float | None) -> dict[str, Any]:
+        """Only the settings `sampler_keys` names (a style GAN's truncation)."""
+        for key in sampler:
+            if key not in self.sampler_keys:
+                raise InvalidArgument(f"sampler.{key}", f"{self.name} is not a diffusion model")
+        if truncation_psi is not None and "truncation_psi" not in self.sampler_keys:
+            raise InvalidArgument("truncation_psi", f"{self.name} is not a style GAN")
+        return {**sampler, **({} if truncation_psi is None else {"truncation_psi": truncation_psi})}
+
     @torch.no_grad()
     def sample(self, count: int, generator: torch.Generator, *, labels: torch.Tensor | None = None,
                sampler: Mapping[str, Any] | None = None) -> torch.Tensor:

@@ -9,7 +9,6 @@ request holds at most two pieces of memory however slowly its client reads.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections import deque
@@ -32,8 +31,6 @@ from ctsynth.sampling.utilization import watch_utilization
 from ctsynth.storage import ObjectStore
 
 PIECES_IN_FLIGHT = 2
-OPTION_FIELDS = {"kind": "sampler.kind", "steps": "sampler.steps", "eta": "sampler.eta",
-                 "guidance_scale": "sampler.guidance_scale", "truncation_psi": "truncation_psi"}
 
 
 @dataclass(frozen=True)
@@ -118,30 +115,6 @@ class Cancellation:
             self._futures.discard(future)
 
 
-def family_options(family: Family, spec: SampleSpec) -> dict[str, Any]:
-    """The sampler settings `family.sample` gets, checked before any work:
-    GAN families name what they take (`sampler_keys`); diffusion families
-    resolve their defaults (`sampler_defaults`), so the reply can say which
-    settings were used and requests that resolve alike are batched together."""
-    options = dict(spec.sampler)
-    if spec.truncation_psi is not None:
-        options["truncation_psi"] = spec.truncation_psi
-    accepted = getattr(family, "sampler_keys", None)
-    if accepted is not None:
-        for key in options:
-            if key not in accepted:
-                raise InvalidArgument(OPTION_FIELDS[key], f"{family.name} is not a diffusion model"
-                                      if key in spec.sampler else f"{family.name} is not a style GAN")
-        return options
-    defaults = getattr(family.config, "sampler_defaults", None)
-    if defaults is None:
-        return options
-    if spec.truncation_psi is not None:
-        raise InvalidArgument("truncation_psi", f"{family.name} is not a style GAN")
-    settings = defaults().override(options, family.config.num_train_timesteps)
-    return dataclasses.asdict(settings)
-
-
 class SamplingEngine:
     """The sampling service's library side: cache, batcher, limiter, encoders."""
 
@@ -168,7 +141,7 @@ class SamplingEngine:
             raise InvalidArgument("condition", f"{model.reference} ({family.name}) is unconditional; "
                                                "leave condition unspecified")
         check_format(spec.format, family.spatial_dims, family.sample_shape()[0])
-        options = family_options(family, spec)
+        options = family.sampler_options(spec.sampler, spec.truncation_psi)
         context = self._context(model)
         rows = min(spec.count, spec.batch_size or self.batcher.rows(model),
                    max(1, self.max_message_bytes // item_bytes(model)))

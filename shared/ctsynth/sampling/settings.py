@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ctsynth.config import _float, _int, torch_device
+from ctsynth.config import torch_device
+from ctsynth.env_values import env_float, env_int
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -55,13 +56,13 @@ class SamplingSettings:
             raise ValueError(f"CTSYNTH_SAMPLING_BATCHING={batching!r}: use on or off")
         values = dict(
             device=env.get("CTSYNTH_SAMPLING_DEVICE", "").strip() or "auto",
-            model_cache_bytes=_int(env, "CTSYNTH_MODEL_CACHE_BYTES", cls.model_cache_bytes, minimum=1),
-            max_batch=_int(env, "CTSYNTH_SAMPLING_MAX_BATCH", cls.max_batch),
-            max_wait_ms=_float(env, "CTSYNTH_SAMPLING_MAX_WAIT_MS", cls.max_wait_ms),
+            model_cache_bytes=env_int(env, "CTSYNTH_MODEL_CACHE_BYTES", cls.model_cache_bytes, minimum=1),
+            max_batch=env_int(env, "CTSYNTH_SAMPLING_MAX_BATCH", cls.max_batch),
+            max_wait_ms=env_float(env, "CTSYNTH_SAMPLING_MAX_WAIT_MS", cls.max_wait_ms),
             batching=batching not in ("0", "false", "off"),
-            max_count=_int(env, "CTSYNTH_SAMPLING_MAX_COUNT", cls.max_count, minimum=1),
-            max_concurrent=_int(env, "CTSYNTH_SAMPLING_MAX_CONCURRENT", cls.max_concurrent, minimum=1),
-            max_bytes_in_flight=_int(env, "CTSYNTH_SAMPLING_MAX_BYTES", cls.max_bytes_in_flight, minimum=1),
+            max_count=env_int(env, "CTSYNTH_SAMPLING_MAX_COUNT", cls.max_count, minimum=1),
+            max_concurrent=env_int(env, "CTSYNTH_SAMPLING_MAX_CONCURRENT", cls.max_concurrent, minimum=1),
+            max_bytes_in_flight=env_int(env, "CTSYNTH_SAMPLING_MAX_BYTES", cls.max_bytes_in_flight, minimum=1),
         )
         values.update(overrides)
         return cls(**values)

@@ -27,6 +27,8 @@ from minio.commonconfig import REPLACE, CopySource
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 
+from ctsynth.env_values import env_flag, env_float, env_int
+
 from .base import (
     HashingReader,
     ObjectInfo,
@@ -236,30 +238,6 @@ class _ResponseReader(io.RawIOBase):
         super().close()
 
 
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    value = env.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be true or false, got {env[name]!r}")
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    value = env.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not number >= 0:  # also catches nan
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-    return number
-
-
 def _parse_endpoint(raw: str) -> tuple[str, bool | None]:
     """Split CTSYNTH_S3_ENDPOINT into minio's host[:port] and the scheme's TLS hint."""
     if "://" not in raw:
@@ -279,11 +257,11 @@ def _http_client(env: Mapping[str, str]) -> urllib3.PoolManager:
         raise ValueError(f"CTSYNTH_S3_CA_BUNDLE is not a file: {ca_bundle!r}")
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(
-            connect=_number(env, "CTSYNTH_S3_CONNECT_TIMEOUT", 10.0),
-            read=_number(env, "CTSYNTH_S3_READ_TIMEOUT", 300.0),
+            connect=env_float(env, "CTSYNTH_S3_CONNECT_TIMEOUT", 10.0),
+            read=env_float(env, "CTSYNTH_S3_READ_TIMEOUT", 300.0),
         ),
         retries=urllib3.Retry(
-            total=int(_number(env, "CTSYNTH_S3_RETRIES", 5)),
+            total=env_int(env, "CTSYNTH_S3_RETRIES", 5),
             backoff_factor=0.2,
             status_forcelist=[500, 502, 503, 504],
         ),
@@ -310,7 +288,7 @@ def client_from_env(env: Mapping[str, str]) -> Minio:
         host,
         access_key=access_key or None,
         secret_key=secret_key or None,
-        secure=_flag(env, "CTSYNTH_S3_SECURE", True if scheme_secure is None else scheme_secure),
+        secure=env_flag(env, "CTSYNTH_S3_SECURE", True if scheme_secure is None else scheme_secure),
         region=env.get("CTSYNTH_S3_REGION") or None,
         http_client=_http_client(env),
     )
@@ -323,7 +301,7 @@ def open_s3(bucket: str, prefix: str, env: Mapping[str, str], *, create: bool = 
         raise ValueError("s3:// URIs need a bucket: s3://bucket[/prefix]")
     store = S3Store(client_from_env(env), bucket, prefix)
     store.ensure_bucket(
-        create=create and _flag(env, "CTSYNTH_S3_CREATE_BUCKET", False),
+        create=create and env_flag(env, "CTSYNTH_S3_CREATE_BUCKET", False),
         region=env.get("CTSYNTH_S3_REGION") or None,
     )
     return store

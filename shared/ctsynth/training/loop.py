@@ -173,9 +173,7 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
     torch.manual_seed(spec.seed)
     config = family_cls.config_cls.from_json(spec.config)
     family = family_cls(config, device=device, precision=spec.precision)
-    prepare = getattr(family, "prepare", None)
-    if prepare is not None:
-        prepare(store, spec)  # e.g. the LDM loads its frozen VAE
+    family.prepare(store, spec)
     dataset = _dataset(family_cls, spec, store)
     spacing_mm = dataset.spacing_mm(family.sample_shape()[1:])
     batches = StepBatches(len(dataset), spec.batch_size, spec.seed, ctx.rank, ctx.world_size)

@@ -63,10 +63,7 @@ def plan(request: dict, store: ObjectStore, *, job_id: str, version: str) -> Tra
     size_key = "volume_shape" if family_cls.spatial_dims == 3 else "slice_shape"
     hyper.setdefault("image_size", int(request.get("imageSize") or manifest.get(size_key, [64])[-1]))
     hyper.setdefault("seed", int(request.get("seed", 0)))
-    resolve_inputs = getattr(family_cls, "resolve_inputs", None)
-    extra: dict = {}
-    if resolve_inputs is not None:
-        hyper, extra = resolve_inputs(hyper, Registry(store, "models", "model"))
+    hyper, extra = family_cls.resolve_inputs(hyper, Registry(store, "models", "model"))
     config = family_cls.config_cls.from_json(hyper)
     scaling = request.get("scaling") or {}
     workers = int(scaling.get("workers") or 1)
