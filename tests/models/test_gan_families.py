@@ -5,8 +5,6 @@ Tiny configs (32x32, a few channels, batch 4) keep the file fast on a CPU.
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 
 import pytest
@@ -119,45 +117,12 @@ def test_each_row_of_a_batch_depends_only_on_its_own_seed(case):
     assert not torch.allclose(together[0], together[1])
 
 
-def test_config_round_trips_through_json(case):
-    config = build(case).config
-    assert type(config).from_json(json.loads(json.dumps(config.to_json()))) == config
-    defaults = type(config)()  # the published defaults validate and round-trip too
-    assert type(config).from_json(defaults.to_json()) == defaults
-
-
-def test_unknown_hyperparameter_is_named(case):
-    config = build(case).config
-    with pytest.raises(InvalidArgument) as err:
-        type(config).from_json({**config.to_json(), "learnin_rate": 0.1})
-    assert err.value.field == "learnin_rate"
-
-
 def test_out_of_range_value_is_named(case):
     _, values, _, (field, value) = CASES[case]
     config_cls = get_family(CASES[case][0]).config_cls
     with pytest.raises(InvalidArgument) as err:
         config_cls.from_json({**values, field: value})
     assert err.value.field == field
-
-
-def test_checkpoint_round_trip_is_exact(case):
-    original = build(case)
-    for step in range(2):
-        original.train_step(batch(step), step)
-    restored, untouched = build(case), build(case)
-    for name, module in original.modules.items():
-        restored.modules[name].load_state_dict(copy.deepcopy(module.state_dict()))
-    for name, optimizer in original.optimizers.items():
-        restored.optimizers[name].load_state_dict(copy.deepcopy(optimizer.state_dict()))
-    losses = {}
-    for key, family in (("original", original), ("restored", restored), ("untouched", untouched)):
-        torch.manual_seed(7)
-        losses[key] = family.train_step(batch(2), 2)
-    assert losses["restored"] == losses["original"]
-    assert losses["untouched"] != losses["original"]
-    labels = labels_for(original, 2)
-    assert torch.equal(restored.sample(2, seeded(3), labels=labels), original.sample(2, seeded(3), labels=labels))
 
 
 def test_labels_follow_the_condition_contract(case):
@@ -184,12 +149,6 @@ def test_unknown_sampler_setting_is_refused(case):
     with pytest.raises(InvalidArgument) as err:
         family.sample(1, seeded(0), labels=labels_for(family, 1), sampler={"guidance_scale": 2.0})
     assert err.value.field == "sampler"
-
-
-def test_bf16_step_is_finite(case):
-    family = build(case, precision="bf16")
-    losses = family.train_step(batch(0), 0)
-    assert losses and all(math.isfinite(value) for value in losses.values()), losses
 
 
 # --- wgan / wgan_gp ------------------------------------------------------------------------
