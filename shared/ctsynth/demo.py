@@ -28,6 +28,7 @@ from ctsynth.client import SamplingClient, open_channel, resolve_target, service
 from ctsynth.client.jobs import follow
 from ctsynth.data.lidc import annotated_scans
 from ctsynth.data.phantom import write_phantoms
+from ctsynth.proto_enums import SAMPLER_KIND
 from ctsynth.storage import ObjectStore
 from ctsynth.v1 import (
     common_pb2,
@@ -189,7 +190,7 @@ class Demo:
         stub = evaluation_pb2_grpc.EvaluationServiceStub(self.channels["evaluation"])
         sampler = sampling_pb2.SamplerSettings()
         if model.sampler:
-            sampler.kind = sampling_pb2.SamplerKind.Value(f"SAMPLER_KIND_{model.sampler['kind'].upper()}")
+            sampler.kind = SAMPLER_KIND.number(model.sampler["kind"])
             sampler.steps = model.sampler["steps"]
         job = follow(stub, stub.StartEvaluation(evaluation_pb2.StartEvaluationRequest(
             model=evaluation_pb2.ModelSamples(model=reference, count=count, seed=self.plan.seed,

@@ -63,7 +63,7 @@ def test_save_writes_one_file_per_item_and_an_index(client, tmp_path, model, for
 
 
 def test_unknown_option_values_are_refused_before_calling(client):
-    with pytest.raises(ValueError, match="sampler 'plms'"):
+    with pytest.raises(ValueError, match="sampler.kind: unknown 'plms'"):
         next(client.sample("dcgan", 1, sampler="plms"))
 
 

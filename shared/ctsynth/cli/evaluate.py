@@ -6,7 +6,7 @@ from __future__ import annotations
 from ctsynth.cli.connection import open_services
 from ctsynth.client.jobs import follow
 from ctsynth.client import SamplingClient
-from ctsynth.client.sampling import SAMPLERS
+from ctsynth.proto_enums import CONDITION, SAMPLER_KIND
 from ctsynth.v1 import evaluation_pb2, evaluation_pb2_grpc
 
 DETAILS_SHOWN = 4
@@ -50,8 +50,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--repeats", type=int, default=1, help="independent synthetic draws (mean ± std)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kid-subset-size", type=int, default=0, help="default: min(1000, the smaller set)")
-    parser.add_argument("--condition", choices=["tumor", "no-tumor"], help="conditional models only")
-    parser.add_argument("--sampler", choices=sorted(SAMPLERS), help="diffusion models only")
+    parser.add_argument("--condition", choices=CONDITION.names, help="conditional models only")
+    parser.add_argument("--sampler", choices=SAMPLER_KIND.choices, help="diffusion models only")
     parser.add_argument("--steps", type=int, default=0, help="sampler steps (default: the model's)")
     parser.add_argument("--eta", type=float, help="DDIM stochasticity")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale")

@@ -7,11 +7,8 @@ from pathlib import Path
 
 from ctsynth.client.jobs import follow
 from ctsynth.cli.connection import open_services
+from ctsynth.proto_enums import MASK_MODE, SOURCE_KIND, VIEW
 from ctsynth.v1 import ingest_pb2, ingest_pb2_grpc
-
-VIEW_NAMES = {"axial": ingest_pb2.VIEW_AXIAL, "coronal": ingest_pb2.VIEW_CORONAL, "sagittal": ingest_pb2.VIEW_SAGITTAL}
-KIND_NAMES = {"auto": ingest_pb2.SOURCE_KIND_UNSPECIFIED, "lidc": ingest_pb2.SOURCE_KIND_LIDC,
-              "dicom": ingest_pb2.SOURCE_KIND_DICOM, "slices": ingest_pb2.SOURCE_KIND_SLICES}
 
 
 def _numbers(text: str, count: int, option: str) -> tuple[float, ...]:
@@ -27,9 +24,9 @@ def _numbers(text: str, count: int, option: str) -> tuple[float, ...]:
 def build_request(args) -> ingest_pb2.StartIngestRequest:
     """The StartIngestRequest for the command's flags (the service validates values)."""
     views = [v.strip() for v in args.views.split(",") if v.strip()]
-    unknown = [v for v in views if v not in VIEW_NAMES]
+    unknown = [v for v in views if v not in VIEW.names]
     if unknown:
-        raise ValueError(f"--views: unknown view {unknown[0]!r}; use axial, coronal, sagittal")
+        raise ValueError(f"--views: unknown view {unknown[0]!r}; use {', '.join(VIEW.names)}")
     for option, value in (("--size", args.size), ("--volume-size", args.volume_size)):
         if value <= 0:  # 0 would mean "the default" on the wire
             raise ValueError(f"{option} {value}: must be a positive number of pixels")
@@ -37,15 +34,15 @@ def build_request(args) -> ingest_pb2.StartIngestRequest:
     train, validation, test = _numbers(args.split, 3, "--split")
     return ingest_pb2.StartIngestRequest(
         source=args.source,
-        source_kind=KIND_NAMES[args.kind],
+        source_kind=SOURCE_KIND.number(args.kind),
         dataset=args.dataset,
         window=ingest_pb2.Window(min_hu=lo, max_hu=hi),
-        slices=ingest_pb2.SliceOptions(views=[VIEW_NAMES[v] for v in views], size=args.size,
+        slices=ingest_pb2.SliceOptions(views=[VIEW.number(v) for v in views], size=args.size,
                                        no_balance=args.no_balance),
         volumes=ingest_pb2.VolumeOptions(disabled=args.no_volumes, size=args.volume_size,
                                          export_nifti=args.nifti),
         masks=ingest_pb2.MaskOptions(
-            mode=ingest_pb2.MASK_MODE_CONSENSUS if args.consensus else ingest_pb2.MASK_MODE_MERGE,
+            mode=MASK_MODE.number("consensus" if args.consensus else "merge"),
             consensus_level=args.consensus or 0.0),
         split=ingest_pb2.SplitFractions(train=train, validation=validation, test=test),
         seed=args.seed,
@@ -57,7 +54,7 @@ def add_parser(commands) -> None:
     parser = commands.add_parser("ingest", help="turn CT studies into a versioned dataset")
     parser.add_argument("--source", required=True, help="DICOM tree, slice-image folder, or object-store URI")
     parser.add_argument("--dataset", required=True, help="dataset name")
-    parser.add_argument("--kind", choices=sorted(KIND_NAMES), default="auto", help="source kind (default: detect)")
+    parser.add_argument("--kind", choices=SOURCE_KIND.choices, default="auto", help="source kind (default: detect)")
     parser.add_argument("--views", default="axial", help="comma-separated: axial,coronal,sagittal")
     parser.add_argument("--size", type=int, default=256, help="slice size in pixels")
     parser.add_argument("--volume-size", type=int, default=128, help="volume edge in voxels")

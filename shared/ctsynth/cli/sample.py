@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from ctsynth.cli.connection import open_services
 from ctsynth.client import SamplingClient
-
-# CLI format names -> the client's.
-FORMATS = {"npy": "float16", "hu": "hu_int16", "png": "png8", "png16": "png16", "dicom": "dicom", "nifti": "nifti"}
+from ctsynth.proto_enums import CONDITION, OUTPUT_FORMAT, SAMPLER_KIND
 
 
 def add_parser(commands) -> None:
@@ -14,13 +12,13 @@ def add_parser(commands) -> None:
     parser.add_argument("--model", required=True, help="NAME[:version] (default: the latest version)")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same samples")
-    parser.add_argument("--condition", choices=["tumor", "no-tumor"], help="conditional models only")
-    parser.add_argument("--sampler", choices=["ddpm", "ddim", "pndm", "euler-a"], help="diffusion models only")
+    parser.add_argument("--condition", choices=CONDITION.names, help="conditional models only")
+    parser.add_argument("--sampler", choices=SAMPLER_KIND.choices, help="diffusion models only")
     parser.add_argument("--steps", type=int, default=0, help="sampler steps (default: the model's)")
     parser.add_argument("--eta", type=float, help="DDIM stochasticity (default 0)")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale")
     parser.add_argument("--psi", type=float, help="truncation psi (style GANs only)")
-    parser.add_argument("--format", choices=list(FORMATS), default="npy",
+    parser.add_argument("--format", choices=OUTPUT_FORMAT.choices, default="npy",
                         help="npy: float16 in [0, 1]; hu: int16 Hounsfield units (.npy); png, png16: 2D only; "
                              "dicom: CT files marked synthetic; nifti: volumes only")
     parser.add_argument("--batch-size", type=int, default=0, help="items per streamed batch (default: the server's)")
@@ -33,7 +31,7 @@ def run(args) -> int:
     with open_services(args, ["sampling"]) as channel:
         written = SamplingClient(channel).save(
             args.out, args.model, args.count, seed=args.seed, condition=args.condition, sampler=args.sampler,
-            steps=args.steps, eta=args.eta, guidance=args.guidance, psi=args.psi, format=FORMATS[args.format],
+            steps=args.steps, eta=args.eta, guidance=args.guidance, psi=args.psi, format=args.format,
             batch_size=args.batch_size, progress=not args.quiet)
     print(f"{len(written)} samples in {args.out}")
     return 0

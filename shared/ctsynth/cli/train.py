@@ -8,10 +8,8 @@ from google.protobuf import struct_pb2
 
 from ctsynth.client.jobs import follow
 from ctsynth.cli.connection import open_services
+from ctsynth.proto_enums import PRECISION
 from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
-
-PRECISIONS = {"fp32": training_pb2.PRECISION_FP32, "bf16": training_pb2.PRECISION_BF16,
-              "fp16": training_pb2.PRECISION_FP16}
 
 
 def parse_settings(pairs: list[str]) -> dict:
@@ -43,7 +41,7 @@ def build_request(args) -> training_pb2.SubmitTrainingRequest:
         family=args.family, dataset=args.dataset, split=args.split, name=args.name or "",
         hyperparameters=hyperparameters,
         scaling=training_pb2.Scaling(workers=args.workers, gpus_per_worker=args.gpus, cpus_per_worker=args.cpus),
-        precision=PRECISIONS[args.precision], budget=budget, checkpoint_interval=args.checkpoint_interval,
+        precision=PRECISION.number(args.precision), budget=budget, checkpoint_interval=args.checkpoint_interval,
         seed=args.seed, image_size=args.size, batch_size=args.batch_size, resume_from=args.resume_from or "",
     )
 
@@ -63,7 +61,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks)")
     parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per worker")
     parser.add_argument("--cpus", type=float, default=1.0, help="CPUs per worker")
-    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
+    parser.add_argument("--precision", choices=PRECISION.names, default="fp32")
     parser.add_argument("--checkpoint-interval", type=int, default=0, help="steps (default: a fifth of the run)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume-from", help="continue from model NAME:version")

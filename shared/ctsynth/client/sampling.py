@@ -25,18 +25,9 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
+from ctsynth.proto_enums import CONDITION, OUTPUT_FORMAT, SAMPLER_KIND
 from ctsynth.v1 import common_pb2, sampling_pb2, sampling_pb2_grpc
 
-SAMPLERS = {"ddpm": sampling_pb2.SAMPLER_KIND_DDPM, "ddim": sampling_pb2.SAMPLER_KIND_DDIM,
-            "pndm": sampling_pb2.SAMPLER_KIND_PNDM, "euler-a": sampling_pb2.SAMPLER_KIND_EULER_ANCESTRAL,
-            "euler_ancestral": sampling_pb2.SAMPLER_KIND_EULER_ANCESTRAL}
-FORMATS = {"float16": sampling_pb2.OUTPUT_FORMAT_FLOAT16, "hu_int16": sampling_pb2.OUTPUT_FORMAT_HU_INT16,
-           "png8": sampling_pb2.OUTPUT_FORMAT_PNG8, "png16": sampling_pb2.OUTPUT_FORMAT_PNG16,
-           "dicom": sampling_pb2.OUTPUT_FORMAT_DICOM, "nifti": sampling_pb2.OUTPUT_FORMAT_NIFTI}
-FORMAT_NAMES = {value: name for name, value in FORMATS.items()}
-CONDITIONS = {None: common_pb2.CONDITION_UNSPECIFIED, "no-tumor": common_pb2.CONDITION_NO_TUMOR,
-              "tumor": common_pb2.CONDITION_TUMOR}
-CONDITION_NAMES = {value: name for name, value in CONDITIONS.items()}
 RAW_DTYPES = {"float16": "<f2", "hu_int16": "<i2"}
 
 
@@ -69,9 +60,9 @@ def decode(format: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray | Non
 
 def _sample(item: sampling_pb2.SampleItem, model: str) -> Sample:
     shape = tuple(item.shape)
-    format = FORMAT_NAMES[item.format]
+    format = OUTPUT_FORMAT.name(item.format)
     mask = np.frombuffer(item.mask, dtype=np.uint8).reshape((1, *shape[1:])) if item.mask else None
-    return Sample(item.index, item.seed, CONDITION_NAMES[item.condition], model, format, item.data, shape,
+    return Sample(item.index, item.seed, CONDITION.name(item.condition), model, format, item.data, shape,
                   decode(format, item.data, shape), mask)
 
 
@@ -118,7 +109,7 @@ class SamplingClient:
 
     def arrays(self, model: str, count: int, **options) -> np.ndarray:
         """(count, C, *spatial) of a raw or PNG format (default float16)."""
-        if options.get("format", "float16") not in (*RAW_DTYPES, "png8", "png16"):
+        if OUTPUT_FORMAT.canonical(options.get("format", "float16")) not in (*RAW_DTYPES, "png8", "png16"):
             raise ValueError(f"format {options['format']!r} has no array form; use save()")
         return np.stack([sample.array for sample in self.sample(model, count, **options)])
 
@@ -129,13 +120,14 @@ class SamplingClient:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         written, entries, model_version = [], [], model
+        format = OUTPUT_FORMAT.canonical(options.get("format", "float16"))
         for sample in self.sample(model, count, **options):
             name = _write(sample, folder)
             written.append(folder / name)
             entries.append({"index": sample.index, "seed": sample.seed, "condition": sample.condition, "file": name})
             model_version = sample.model
         (folder / "samples.json").write_text(json.dumps(
-            {"model": model_version, "format": options.get("format", "float16"), "items": entries}, indent=1))
+            {"model": model_version, "format": format, "items": entries}, indent=1))
         return written
 
     def list_models(self, family: str = "", name: str = "") -> list[common_pb2.Model]:
@@ -148,14 +140,12 @@ class SamplingClient:
     def request(model: str, count: int, *, seed: int = 0, condition: str | None = None, sampler: str | None = None,
                 steps: int = 0, eta: float | None = None, guidance: float | None = None, psi: float | None = None,
                 format: str = "float16", batch_size: int = 0) -> sampling_pb2.SampleRequest:
-        for name, value, known in (("condition", condition, CONDITIONS), ("sampler", sampler, {None, *SAMPLERS}),
-                                   ("format", format, FORMATS)):
-            if value not in known:
-                raise ValueError(f"{name} {value!r}; use one of {', '.join(k for k in known if k)}")
-        settings = sampling_pb2.SamplerSettings(kind=SAMPLERS.get(sampler, 0), steps=steps, eta=eta,
+        """The SampleRequest for these options; an unknown name is a ValueError
+        (InvalidArgument) raised before any call."""
+        settings = sampling_pb2.SamplerSettings(kind=SAMPLER_KIND.number(sampler), steps=steps, eta=eta,
                                                 guidance_scale=guidance)
-        return sampling_pb2.SampleRequest(model=model, count=count, seed=seed, condition=CONDITIONS[condition],
-                                          sampler=settings, truncation_psi=psi, format=FORMATS[format],
+        return sampling_pb2.SampleRequest(model=model, count=count, seed=seed, condition=CONDITION.number(condition),
+                                          sampler=settings, truncation_psi=psi, format=OUTPUT_FORMAT.number(format),
                                           batch_size=batch_size)
 
     def _stream(self, request: sampling_pb2.SampleRequest, timeout: float | None) -> Iterator[sampling_pb2.SampleBatch]:

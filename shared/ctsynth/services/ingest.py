@@ -9,21 +9,13 @@ from ctsynth.config import ServerSettings
 from ctsynth.errors import InvalidArgument
 from ctsynth.ingest.pipeline import IngestOptions, remove_leftovers, run_ingest
 from ctsynth.jobs import JobContext, JobManager, JobResult
+from ctsynth.proto_enums import MASK_MODE, SOURCE_KIND, VIEW
 from ctsynth.registry import Registry, check_name, parse_ref
 from ctsynth.roots import AllowedRoots
 from ctsynth.services.jobs import JobRpcs
 from ctsynth.storage import ObjectStore
 from ctsynth.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
-SOURCE_KINDS = {
-    ingest_pb2.SOURCE_KIND_UNSPECIFIED: "auto",
-    ingest_pb2.SOURCE_KIND_LIDC: "lidc",
-    ingest_pb2.SOURCE_KIND_DICOM: "dicom",
-    ingest_pb2.SOURCE_KIND_SLICES: "slices",
-}
-VIEWS = {ingest_pb2.VIEW_AXIAL: "axial", ingest_pb2.VIEW_CORONAL: "coronal", ingest_pb2.VIEW_SAGITTAL: "sagittal"}
-MASK_MODES = {ingest_pb2.MASK_MODE_UNSPECIFIED: "merge", ingest_pb2.MASK_MODE_MERGE: "merge",
-              ingest_pb2.MASK_MODE_CONSENSUS: "consensus"}
 # IngestOptions field -> the request field a client sets.
 REQUEST_FIELDS = {
     "views": "slices.views", "slice_size": "slices.size", "min_mean_intensity": "slices.min_mean_intensity",
@@ -42,18 +34,16 @@ def options_from_request(request: ingest_pb2.StartIngestRequest, roots: AllowedR
     check_name(request.dataset, "dataset")
     values: dict = {"source": request.source.strip(), "dataset": request.dataset,
                     "seed": request.seed, "max_series": request.max_series}
-    if request.source_kind not in SOURCE_KINDS:
-        raise InvalidArgument("source_kind", f"unknown source kind {request.source_kind}")
-    values["source_kind"] = SOURCE_KINDS[request.source_kind]
+    values["source_kind"] = SOURCE_KIND.name(request.source_kind)
     if request.HasField("window"):
         values["window"] = (request.window.min_hu, request.window.max_hu)
     if request.HasField("slices"):
         slices = request.slices
-        unknown = [v for v in slices.views if v not in VIEWS]
-        if unknown:
-            raise InvalidArgument("slices.views", f"unknown view {unknown[0]}; use axial, coronal or sagittal")
-        if slices.views:
-            values["views"] = tuple(VIEWS[v] for v in slices.views)
+        views = tuple(VIEW.name(v) for v in slices.views)
+        if None in views:
+            raise InvalidArgument("slices.views", f"VIEW_UNSPECIFIED; use one of {', '.join(VIEW.names)}")
+        if views:
+            values["views"] = views
         if slices.size:
             values["slice_size"] = slices.size
         if slices.min_mean_intensity:
@@ -70,9 +60,7 @@ def options_from_request(request: ingest_pb2.StartIngestRequest, roots: AllowedR
         if volumes.isotropic_spacing_mm:
             values["isotropic_spacing_mm"] = volumes.isotropic_spacing_mm
     if request.HasField("masks"):
-        if request.masks.mode not in MASK_MODES:
-            raise InvalidArgument("masks.mode", f"unknown mask mode {request.masks.mode}")
-        values["mask_mode"] = MASK_MODES[request.masks.mode]
+        values["mask_mode"] = MASK_MODE.name(request.masks.mode)
         if request.masks.consensus_level:
             values["consensus_level"] = request.masks.consensus_level
     if request.HasField("split"):

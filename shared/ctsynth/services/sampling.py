@@ -4,7 +4,7 @@ SampleSpec and Piece <-> SampleBatch) and the model registry."""
 from __future__ import annotations
 
 from ctsynth.config import ServerSettings
-from ctsynth.errors import InvalidArgument
+from ctsynth.proto_enums import CONDITION, OUTPUT_FORMAT, SAMPLER_KIND
 from ctsynth.registry import Registry, parse_ref
 from ctsynth.sampling.engine import Cancellation, Piece, SampleSpec, SamplingEngine
 from ctsynth.sampling.settings import SamplingSettings
@@ -12,32 +12,15 @@ from ctsynth.services.training import list_models, model_message
 from ctsynth.storage import ObjectStore
 from ctsynth.v1 import common_pb2, sampling_pb2, sampling_pb2_grpc
 
-Kind = sampling_pb2.SamplerKind
-Format = sampling_pb2.OutputFormat
-Condition = common_pb2.Condition
-
-KINDS = {Kind.SAMPLER_KIND_DDPM: "ddpm", Kind.SAMPLER_KIND_DDIM: "ddim", Kind.SAMPLER_KIND_PNDM: "pndm",
-         Kind.SAMPLER_KIND_EULER_ANCESTRAL: "euler_ancestral"}
-FORMATS = {Format.OUTPUT_FORMAT_UNSPECIFIED: "float16", Format.OUTPUT_FORMAT_FLOAT16: "float16",
-           Format.OUTPUT_FORMAT_HU_INT16: "hu_int16", Format.OUTPUT_FORMAT_PNG8: "png8",
-           Format.OUTPUT_FORMAT_PNG16: "png16", Format.OUTPUT_FORMAT_DICOM: "dicom",
-           Format.OUTPUT_FORMAT_NIFTI: "nifti"}
-LABELS = {Condition.CONDITION_UNSPECIFIED: None, Condition.CONDITION_NO_TUMOR: 0, Condition.CONDITION_TUMOR: 1}
-KIND_VALUES = {name: value for value, name in KINDS.items()}
-FORMAT_VALUES = {name: value for value, name in FORMATS.items() if value}  # float16 -> FLOAT16
-CONDITION_VALUES = {label: value for value, label in LABELS.items()}
-
-
-def _lookup(table: dict, value: int, field: str):
-    if value not in table:
-        raise InvalidArgument(field, f"unknown enum value {value}")
-    return table[value]
+# The library's class label of each condition; None: either.
+LABELS = {None: None, "no-tumor": 0, "tumor": 1}
+CONDITIONS = {label: name for name, label in LABELS.items()}
 
 
 def sample_spec(request: sampling_pb2.SampleRequest) -> SampleSpec:
     sampler = {}
     if request.sampler.kind:
-        sampler["kind"] = _lookup(KINDS, request.sampler.kind, "sampler.kind")
+        sampler["kind"] = SAMPLER_KIND.name(request.sampler.kind)
     if request.sampler.steps:
         sampler["steps"] = request.sampler.steps
     for name in ("eta", "guidance_scale"):
@@ -45,16 +28,16 @@ def sample_spec(request: sampling_pb2.SampleRequest) -> SampleSpec:
             sampler[name] = getattr(request.sampler, name)
     return SampleSpec(
         model=request.model, count=request.count, seed=request.seed,
-        condition=_lookup(LABELS, request.condition, "condition"), sampler=sampler,
+        condition=LABELS[CONDITION.name(request.condition)], sampler=sampler,
         truncation_psi=request.truncation_psi if request.HasField("truncation_psi") else None,
-        format=_lookup(FORMATS, request.format, "format"), batch_size=request.batch_size)
+        format=OUTPUT_FORMAT.name(request.format), batch_size=request.batch_size)
 
 
 def batch_message(piece: Piece, spec: SampleSpec) -> sampling_pb2.SampleBatch:
     options = piece.options
     message = sampling_pb2.SampleBatch(model=piece.model, total_count=spec.count)
     if "kind" in options:
-        message.sampler.kind = KIND_VALUES[options["kind"]]
+        message.sampler.kind = SAMPLER_KIND.number(options["kind"])
     if "steps" in options:
         message.sampler.steps = options["steps"]
     for name in ("eta", "guidance_scale"):
@@ -63,8 +46,8 @@ def batch_message(piece: Piece, spec: SampleSpec) -> sampling_pb2.SampleBatch:
     if "truncation_psi" in options:
         message.truncation_psi = options["truncation_psi"]
     for item in piece.items:
-        message.items.add(index=item.index, seed=item.seed, condition=CONDITION_VALUES[item.label],
-                          format=FORMAT_VALUES[spec.format], data=item.encoded.data, shape=item.encoded.shape,
+        message.items.add(index=item.index, seed=item.seed, condition=CONDITION.number(CONDITIONS[item.label]),
+                          format=OUTPUT_FORMAT.number(spec.format), data=item.encoded.data, shape=item.encoded.shape,
                           dtype=item.encoded.dtype, mask=item.mask)
     return message
 

@@ -16,16 +16,15 @@ from ctsynth.errors import FailedPrecondition, InvalidArgument, error_from_statu
 from ctsynth.jobs import JobCancelled, JobContext, JobResult
 from ctsynth.models.registry import get_family
 from ctsynth.observability.metrics import TRAINING_IMAGES_PER_SECOND
+from ctsynth.proto_enums import PRECISION
 from ctsynth.registry import Registry, check_name, parse_ref
 from ctsynth.storage import ObjectStore
 from ctsynth.training import ray_driver
 from ctsynth.training.loop import CANCEL, CHECKPOINTS, PROGRESS
 from ctsynth.training.spec import TrainSpec
-from ctsynth.v1 import common_pb2
+from ctsynth.v1 import common_pb2, training_pb2
 
 DEFAULT_STEPS = 1000
-PRECISION_NAMES = {"PRECISION_UNSPECIFIED": "fp32", "PRECISION_FP32": "fp32", "PRECISION_BF16": "bf16",
-                   "PRECISION_FP16": "fp16"}
 POLL_S = 1.0
 
 
@@ -43,6 +42,16 @@ def _budget_steps(request: dict, train_items: int, batch: int, workers: int) -> 
     if steps < 1:
         raise InvalidArgument("budget", f"the budget amounts to {steps} steps; it must be at least one")
     return steps
+
+
+def _precision(value: str | int) -> str:
+    """The request's precision, given as MessageToDict writes it (the proto
+    name, "PRECISION_BF16") or as the enum number."""
+    if isinstance(value, str):
+        if value not in training_pb2.Precision.keys():
+            raise InvalidArgument("precision", f"unknown {value!r}; use one of {', '.join(training_pb2.Precision.keys())}")
+        value = training_pb2.Precision.Value(value)
+    return PRECISION.name(value)
 
 
 def plan(request: dict, store: ObjectStore, *, job_id: str, version: str) -> TrainSpec:
@@ -77,13 +86,12 @@ def plan(request: dict, store: ObjectStore, *, job_id: str, version: str) -> Tra
         resume_name, resume_version = models.resolve(parse_ref(request["resumeFrom"], "resume_from"))
         resume = models.prefix(resume_name, resume_version)
     interval = int(request.get("checkpointInterval") or max(steps // 5, 1))
-    precision = str(request.get("precision", "PRECISION_UNSPECIFIED"))
     return TrainSpec(
         job_id=job_id, family=family_cls.name, config=config.to_json(), dataset=f"{dataset_name}:{dataset_version}",
         model_name=name, version=version, store_uri=store.uri, steps=steps, batch_size=batch, split=split,
         workers=workers, gpus_per_worker=float(scaling.get("gpusPerWorker") or 0.0),
         cpus_per_worker=float(scaling.get("cpusPerWorker") or 1.0),
-        precision=PRECISION_NAMES.get(precision, precision),  # TrainSpec refuses an unknown one
+        precision=_precision(request.get("precision", 0)),
         checkpoint_interval=interval, log_interval=max(1, min(10, steps // 20 or 1)), seed=int(request.get("seed", 0)),
         resume_from=resume, extra=extra,
     )
