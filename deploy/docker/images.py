@@ -37,15 +37,17 @@ def service_tag(tag: str, variant: str) -> str:
 
 
 def plan(tag: str = DEFAULT_TAG, variants=("cpu",), registry: str = "", services=SERVICES,
-         push: bool = False) -> list[list[str]]:
-    """The docker commands that build (and optionally push) the images, in order."""
+         push: bool = False, code_version: str = "") -> list[list[str]]:
+    """The docker commands that build (and optionally push) the images, in order;
+    `code_version` (the commit) is baked into the base image."""
     commands: list[list[str]] = []
     for variant in variants:
         if variant not in VARIANTS:
             raise ValueError(f"variant {variant!r}: use one of {', '.join(VARIANTS)}")
         base = f"{image_name('ctsynth-base', registry)}:{tag}-{variant}"
         commands.append(["docker", "build", "--file", "deploy/docker/Dockerfile", "--target", "runtime",
-                         "--build-arg", f"VARIANT={variant}", "--tag", base, "."])
+                         "--build-arg", f"VARIANT={variant}", "--build-arg", f"CODE_VERSION={code_version}",
+                         "--tag", base, "."])
         for service in services:
             if service not in SERVICES:
                 raise ValueError(f"service {service!r}: use one of {', '.join(SERVICES)}")
@@ -55,6 +57,15 @@ def plan(tag: str = DEFAULT_TAG, variants=("cpu",), registry: str = "", services
             if push:
                 commands.append(["docker", "push", image])
     return commands
+
+
+def checkout_commit() -> str:
+    """The commit of this checkout, or "" (the image then records the package version)."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def docker_problem() -> str | None:
@@ -83,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--push", action="store_true")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
-    commands = plan(args.tag, args.variant or ["cpu"], args.registry, args.service or SERVICES, args.push)
+    commands = plan(args.tag, args.variant or ["cpu"], args.registry, args.service or SERVICES, args.push,
+                    checkout_commit())
     if args.dry_run:
         for command in commands:
             print(shlex.join(command))

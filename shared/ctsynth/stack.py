@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ class Stack:
     targets: dict[str, str]  # service -> host:port
     metrics: dict[str, int]  # service -> Prometheus port
     logs: str
+    dashboard: str = ""  # the local Ray dashboard's URL ("" when it is off)
 
     @property
     def target(self) -> str:
@@ -88,6 +90,12 @@ def _wait_serving(address: str, service: str, process: subprocess.Popen, timeout
     raise TimeoutError(f"the {service} service at {address} was not serving after {timeout:.0f} s")
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def up(store: str, *, state_file: Path | None = None, timeout: float = 120.0, env: dict | None = None) -> Stack:
     """Start every service as its own process (or return the running stack)."""
     state_file = state_file or default_state_file()
@@ -99,13 +107,18 @@ def up(store: str, *, state_file: Path | None = None, timeout: float = 120.0, en
     processes: dict[str, subprocess.Popen] = {}
     targets: dict[str, str] = {}
     metrics: dict[str, int] = {}
+    env = {**os.environ, **(env or {})}
+    # The training service starts Ray with its first job; the port is fixed
+    # now so that `up` and `status` can tell where the dashboard will be.
+    dashboard_port = _free_port() if env.get("CTSYNTH_RAY_DASHBOARD", "1") != "0" else 0
     try:
         for name in SERVICE_NAMES:
             log = open(logs / f"{name}.log", "ab")
             processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "ctsynth.cli.main", "--store", store, "serve", name,
                  "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"],
-                stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})},
+                stdout=subprocess.PIPE, stderr=log, text=True,
+                env={**env, **({"CTSYNTH_RAY_DASHBOARD_PORT": str(dashboard_port)} if dashboard_port else {})},
                 start_new_session=True)
             line = processes[name].stdout.readline()  # "ctsynth serving NAME on HOST:PORT metrics=M"
             if " on " not in line:
@@ -119,7 +132,7 @@ def up(store: str, *, state_file: Path | None = None, timeout: float = 120.0, en
             process.kill()
         raise
     stack = Stack(store=store, pids={n: p.pid for n, p in processes.items()}, targets=targets, metrics=metrics,
-                  logs=str(logs))
+                  logs=str(logs), dashboard=f"http://127.0.0.1:{dashboard_port}" if dashboard_port else "")
     state_file.write_text(json.dumps(asdict(stack), indent=2))
     return stack
 

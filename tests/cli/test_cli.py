@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,13 +101,16 @@ def test_demo_against_an_unreachable_target_fails_with_one_line(tmp_path):
 
 def test_up_then_commands_use_the_stack_then_down(tmp_path):
     store = (tmp_path / "s").as_uri()
-    up = run_cli("--store", store, "up")
+    up = run_cli("--store", store, "up", env={"CTSYNTH_RAY_DASHBOARD": "1"})
     assert up.returncode == 0, up.stderr
     try:
         assert "CTSYNTH_TARGET=ingest=127.0.0.1:" in up.stdout
+        dashboard = re.search(r"ray +dashboard (http://127\.0\.0\.1:\d+) ", up.stdout)
+        assert dashboard, up.stdout
         status = run_cli("status")
         assert status.returncode == 0 and "ingest=127.0.0.1:" in status.stdout, status.stdout
         assert status.stdout.count("SERVING") == 4
+        assert f"ray          dashboard {dashboard[1]}" in status.stdout, status.stdout
     finally:
         down = run_cli("down")
     assert down.returncode == 0 and "stopped" in down.stdout

@@ -33,11 +33,11 @@ SERVICES = ("ingest", "training", "sampling", "evaluation")
 
 
 def test_images_plan_builds_the_base_then_one_image_per_service():
-    commands = images.plan("1.2.3", ["cpu", "gpu"], registry="ghcr.io/acme/", push=True)
+    commands = images.plan("1.2.3", ["cpu", "gpu"], registry="ghcr.io/acme/", push=True, code_version="abc123")
     for variant, suffix in (("cpu", ""), ("gpu", "-gpu")):
         base = f"ghcr.io/acme/ctsynth-base:1.2.3-{variant}"
         build_base = ["docker", "build", "--file", "deploy/docker/Dockerfile", "--target", "runtime",
-                      "--build-arg", f"VARIANT={variant}", "--tag", base, "."]
+                      "--build-arg", f"VARIANT={variant}", "--build-arg", "CODE_VERSION=abc123", "--tag", base, "."]
         start = commands.index(build_base)
         for service in SERVICES:
             image = f"ghcr.io/acme/ctsynth-{service}:1.2.3{suffix}"

@@ -162,10 +162,10 @@ def test_wgan_clips_every_critic_weight_to_c():
 
 
 def test_critic_families_run_n_critic_updates_per_step():
-    family = build("wgan_gp", n_critic=3)
+    family = build("wgan_gp", n_critic=4)
     family.train_step(batch(0), 0)
     steps = {name: next(iter(opt.state.values()))["step"].item() for name, opt in family.optimizers.items()}
-    assert steps == {"discriminator": 3, "generator": 1}
+    assert steps == {"discriminator": 4, "generator": 1}
 
 
 def test_wgan_gp_generator_uses_instance_norm_and_the_critic_no_norm():

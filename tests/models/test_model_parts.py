@@ -26,9 +26,10 @@ def test_value_maps_are_inverse_and_clamped():
     assert to_unit(torch.tensor([-3.0, 3.0])).tolist() == [0.0, 1.0]
 
 
-def test_critic_slices_split_the_batch_and_wrap_when_it_is_small():
+def test_critic_slices_give_each_critic_update_a_whole_batch():
     assert [s.tolist() for s in critic_slices(torch.arange(8), 4)] == [[0, 1], [2, 3], [4, 5], [6, 7]]
-    assert [s.tolist() for s in critic_slices(torch.arange(3), 5)] == [[0], [1], [2], [0], [1]]
+    with pytest.raises(ValueError, match="3 rows do not split into 5 critic batches"):
+        critic_slices(torch.arange(3), 5)
 
 
 def test_label_maps_are_one_hot_planes():

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from torch import nn
 
+from ctsynth.code_version import code_version
 from ctsynth.errors import FailedPrecondition
 from ctsynth.models import checkpoint, registry
 from ctsynth.models.base import Batch, Family, FamilyConfig
@@ -91,6 +92,9 @@ def test_step_batches_are_a_function_of_step_and_disjoint_across_ranks():
 def test_too_small_split_is_a_failed_precondition():
     with pytest.raises(FailedPrecondition, match="fewer than batch size 8 x 2 workers"):
         StepBatches(10, 8, seed=0, rank=0, world_size=2)
+    with pytest.raises(FailedPrecondition, match="fewer than batch size 8 x 5 batches per step x 1 workers"):
+        StepBatches(39, 8, seed=0, rank=0, world_size=1, draws=5)
+    assert len(StepBatches(40, 8, seed=0, rank=0, world_size=1, draws=5).indices(0)) == 40
 
 
 def test_training_publishes_a_complete_model_version(store, tiny_dataset):
@@ -103,6 +107,7 @@ def test_training_publishes_a_complete_model_version(store, tiny_dataset):
     config = store.get_json(f"{spec.prefix}/config.json")
     assert config["family"] == "tiny" and config["dataset"] == tiny_dataset and config["seed"] == 5
     assert config["config"]["image_size"] == 16 and config["ctsynth_version"]
+    assert config["code_version"] == code_version()
     history = store.get_json(f"{spec.prefix}/metrics.json")["history"]
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
     assert latest_checkpoint(store, spec.prefix)[0] == 3
@@ -170,3 +175,61 @@ def test_masks_required_but_absent_is_a_failed_precondition(store, tmp_path, mon
     monkeypatch.setattr(TinyFamily, "needs_masks", True)
     with pytest.raises(FailedPrecondition, match="needs tumor masks"):
         train_worker(make_spec(store, dataset), WorkerContext())
+
+
+class RecordingContext:
+    """The JobContext surface `runner.run` uses, keeping the warnings."""
+
+    def __init__(self):
+        self.warnings: list[tuple[str, str]] = []
+
+    def warn(self, subject, reason):
+        self.warnings.append((subject, reason))
+
+    def label(self, key, value): ...
+    def progress(self, *args, **kwargs): ...
+    def report(self, *args, **kwargs): ...
+    def check_cancelled(self): ...
+
+
+@pytest.mark.parametrize("hyper, warned", [({"image_size": 8}, True), ({}, False)], ids=["resized", "same-size"])
+def test_a_job_warns_when_the_dataset_is_resized_to_the_model(store, tiny_dataset, monkeypatch, hyper, warned):
+    from ctsynth.training import runner
+    from ctsynth.v1 import common_pb2
+
+    monkeypatch.setattr(runner.ray_driver, "fit", lambda spec: train_worker(spec, WorkerContext()))
+    ctx = RecordingContext()
+    request = {"family": "tiny", "dataset": tiny_dataset, "budget": {"steps": 1}, "batchSize": 2,
+               "hyperparameters": hyper}
+    runner.run(common_pb2.Job(id="job"), request, ctx, store)
+    if warned:
+        assert ctx.warnings == [(tiny_dataset, "its 16x16 images are resized to the model's image_size 8 "
+                                               "for training")]
+    else:
+        assert ctx.warnings == []
+
+
+def test_each_critic_update_sees_a_whole_batch_of_rows_no_other_update_sees(store, tmp_path, monkeypatch):
+    from ctsynth.models.wgan import WGAN
+    from tests.training.conftest import publish_dataset
+
+    dataset = publish_dataset(store, "forty", tmp_path / "forty", per_split=40)
+    critic_rows, generator_rows = [], []
+    critic_terms, generator_terms = WGAN.critic_terms, WGAN.generator_terms
+
+    def spy_critic(self, critic, real, fake):
+        critic_rows.append(real.detach().flatten(1).clone())
+        return critic_terms(self, critic, real, fake)
+
+    def spy_generator(self, critic, fake, real):
+        generator_rows.append(fake.shape[0])
+        return generator_terms(self, critic, fake, real)
+
+    monkeypatch.setattr(WGAN, "critic_terms", spy_critic)
+    monkeypatch.setattr(WGAN, "generator_terms", spy_generator)
+    config = {"image_size": 16, "latent_dim": 4, "generator_hidden": [8], "discriminator_hidden": [8], "n_critic": 5}
+    spec = make_spec(store, dataset, family="wgan", config=config, steps=1, batch_size=8, checkpoint_interval=0)
+    train_worker(spec, WorkerContext())
+    assert [rows.shape[0] for rows in critic_rows] == [8] * 5
+    assert len(torch.unique(torch.cat(critic_rows), dim=0)) == 40, "no row is seen twice or dropped"
+    assert generator_rows == [8]

@@ -70,3 +70,12 @@ def test_plan_refuses_an_unknown_precision_rather_than_training_in_fp32(service)
     with pytest.raises(InvalidArgument) as err:
         runner.plan({"family": "dcgan", "dataset": "tiny", "precision": 7}, store, job_id="j", version="1")
     assert err.value.field == "precision"
+
+
+@pytest.mark.parametrize(("family", "steps"), [("dcgan", 4), ("wgan", 2)])
+def test_an_epoch_budget_counts_every_real_row_a_step_takes(service, family, steps):
+    _, store = service
+    hyper = {"n_critic": 2} if family == "wgan" else {}
+    values = {"family": family, "dataset": "tiny", "batchSize": 2, "budget": {"epochs": 1}, "hyperparameters": hyper}
+    # 8 train slices: dcgan takes 2 a step, wgan 2 x n_critic (one batch per critic update).
+    assert runner.plan(values, store, job_id="j", version="1").steps == steps

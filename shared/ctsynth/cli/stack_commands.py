@@ -17,6 +17,8 @@ def run_up(args) -> int:
     print(f"ctsynth stack up (store {running.store}); logs in {running.logs}")
     for name, address in running.targets.items():
         print(f"  {name:<11} {address}   metrics http://127.0.0.1:{running.metrics[name]}/metrics")
+    if running.dashboard:
+        print(f"  {'ray':<11} dashboard {running.dashboard} (live while a training job runs Ray)")
     print("commands now use it; elsewhere: export CTSYNTH_TARGET=" + running.target)
     return 0
 

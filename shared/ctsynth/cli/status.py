@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ctsynth import stack
 from ctsynth.cli.connection import open_services, target_of
 from ctsynth.client.health import service_health
 from ctsynth.service_names import SERVICE_NAMES
@@ -31,5 +32,8 @@ def run(args) -> int:
     print(f"{'service':<12} status   ({where}, store {args.store})")
     for name, state in health.items():
         print(f"{name:<12} {state}")
+    running = stack.current()
+    if not args.target and running is not None and running.dashboard:
+        print(f"{'ray':<12} dashboard {running.dashboard}")
     hosted = [state for state in health.values() if state != "NOT_HOSTED"]
     return 0 if hosted and all(state == "SERVING" for state in hosted) else 1

@@ -183,6 +183,12 @@ class Family(ABC):
         """Modules updated by optimizers (wrapped by DDP across workers)."""
         return tuple(name for name in self.modules if name != "ema")
 
+    @classmethod
+    def batches_per_step(cls, config: FamilyConfig) -> int:
+        """How many batches of real rows one `train_step` consumes (the loop
+        hands it that many batches' rows at once): n_critic for WGANs."""
+        return 1
+
     def sample_shape(self) -> tuple[int, ...]:
         """(C, *spatial) of one sample."""
         return (self.config.channels,) + (self.config.image_size,) * self.spatial_dims

@@ -5,10 +5,10 @@ sigmoid), RMSprop lr 5e-5, weights clipped to [-c, c] (c = 0.01) after
 every critic update, and n_critic = 5 critic updates per generator update.
 
 Batches: one `train_step` runs the n_critic critic updates and then the
-generator update. Critic update i consumes the i-th slice of the batch
-(`critic_slices`: a split when the batch is a multiple of n_critic, so
-batch = n_critic x 64 reproduces seed 004's 64 real images per critic
-update; smaller batches wrap around and reuse rows) and fresh noise.
+generator update. It consumes n_critic batches (`batches_per_step`): critic
+update i takes the i-th whole batch of real rows (`critic_slices`) and fresh
+noise, so batch 64 reproduces seed 004's 64 real images per critic update;
+the generator update draws one batch of fakes.
 """
 
 from __future__ import annotations
@@ -32,17 +32,15 @@ Terms = dict[str, torch.Tensor]
 
 
 def critic_slices(images: torch.Tensor, n_critic: int) -> list[torch.Tensor]:
-    """The rows each of `n_critic` critic steps consumes (N, ...) -> [(k, ...)].
+    """The rows each of `n_critic` critic steps consumes (n_critic x B, ...) -> n_critic x [(B, ...)].
 
-    Slice i holds rows [i*k, (i+1)*k) mod N with k = max(1, N // n_critic): a
-    plain split when N is a multiple of n_critic, so one `train_step` consumes
-    the n_critic batches that seed 004's loop (after Linder-Norén) feeds the
-    critic per generator update; a smaller batch wraps around and reuses rows.
+    The loop hands a critic family n_critic batches per `train_step`
+    (`batches_per_step`), so every critic update gets a whole batch of its
+    own, as seed 004's loop (after Linder-Norén) feeds the critic.
     """
-    count = images.shape[0]
-    size = max(1, count // n_critic)
-    rows = torch.arange(n_critic * size, device=images.device).remainder(count).view(n_critic, size)
-    return [images[index] for index in rows]
+    if images.shape[0] % n_critic:
+        raise ValueError(f"{images.shape[0]} rows do not split into {n_critic} critic batches")
+    return list(images.chunk(n_critic))
 
 
 class CriticFamily(LatentGANFamily):
@@ -58,10 +56,14 @@ class CriticFamily(LatentGANFamily):
 
     @abstractmethod
     def generator_terms(self, critic: Critic, fake: torch.Tensor, real: torch.Tensor) -> Terms:
-        """Loss terms of the generator update; fake (N, C, H, W) with grad, real the whole batch."""
+        """Loss terms of the generator update; fake (B, C, H, W) with grad, real every row of the step."""
 
     def constrain(self, critic: nn.Module) -> None:
         """Called after every critic update (weight clipping in WGAN)."""
+
+    @classmethod
+    def batches_per_step(cls, config) -> int:
+        return config.n_critic
 
     def train_step(self, batch: Batch, step: int) -> dict[str, float]:
         generator, critic = self.modules["generator"], self.modules["discriminator"]
@@ -79,7 +81,7 @@ class CriticFamily(LatentGANFamily):
 
         optimizers["generator"].zero_grad(set_to_none=True)
         with self.precision.autocast():
-            terms = self.generator_terms(critic, generator(self.latent(reals.shape[0])), reals)
+            terms = self.generator_terms(critic, generator(self.latent(reals.shape[0] // self.config.n_critic)), reals)
         self._update("generator", terms, logs)
         return {name: torch.stack(values).mean().item() for name, values in logs.items()}
 

@@ -3,7 +3,7 @@ custom CT GAN; Gulrajani et al. 2017).
 
 Critic loss E f(G(z)) - E f(x) + lambda E (||grad f(x_hat)||_2 - 1)^2 with
 x_hat on lines between real and fake samples (lambda = 10); n_critic = 5
-critic updates per generator update on batch slices as in `wgan`; Adam lr
+critic updates per generator update, each on a batch of its own as in `wgan`; Adam lr
 1e-4, betas (0, 0.9) (Gulrajani et al. Algorithm 1). The generator is the
 upsample + conv generator of `dcgan` with instance norm instead of batch
 norm (seed 000 §4.1.3); the critic is the strided-conv discriminator with

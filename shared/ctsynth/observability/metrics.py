@@ -97,7 +97,7 @@ MODEL_CACHE_BYTES = Gauge(
 )
 DEVICE_UTILIZATION = Gauge(
     "ctsynth_device_utilization_ratio",
-    "Busy fraction of the sampling device: GPU (NVML) or this process's CPU share.",
+    "Busy fraction of the sampling device: each GPU (NVML, device gpuN) or this process's CPU share (device cpu).",
     ["device"],
 )
 

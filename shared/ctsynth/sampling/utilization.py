@@ -1,6 +1,7 @@
-"""The device-utilization gauge: the GPU's busy fraction through NVML when
-`pynvml` is installed and the service samples on a GPU, otherwise the share
-of the machine's CPUs this process used since the previous scrape."""
+"""The device-utilization gauge: each GPU's busy fraction through NVML
+(`nvidia-ml-py`) when the service samples on a GPU, otherwise the share of
+the machine's CPUs this process used since the previous scrape. CPU figures
+are only ever labelled `cpu`: without NVML or a GPU there is no GPU series."""
 
 from __future__ import annotations
 
@@ -34,22 +35,26 @@ class CpuShare:
         return 0.0 if elapsed <= 0 else min(1.0, (cpu - before) / (elapsed * (os.cpu_count() or 1)))
 
 
-def _nvml_reader(device: torch.device) -> Callable[[], float] | None:
+def _nvml_readers() -> dict[str, Callable[[], float]]:
+    """A reader per GPU that NVML sees, labelled `gpu<NVML index>`; none where
+    NVML is missing, fails, or finds no device."""
     try:
         import pynvml
     except ImportError:
-        return None
+        return {}
     try:
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
     except pynvml.NVMLError:
-        return None
-    return lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100
+        return {}
+    return {f"gpu{index}": (lambda handle=handle: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100)
+            for index, handle in enumerate(handles)}
 
 
-def watch_utilization(device: torch.device) -> str:
-    """Point the gauge at `device`; returns the label it reports under."""
-    reader = _nvml_reader(device) if device.type == "cuda" else None
-    label = str(device) if reader is not None else "cpu"
-    DEVICE_UTILIZATION.labels(label).set_function(reader or CpuShare())
-    return label
+def watch_utilization(device: torch.device) -> tuple[str, ...]:
+    """Point the gauge at `device`; returns the labels it reports under."""
+    readers = _nvml_readers() if device.type == "cuda" else {}
+    DEVICE_UTILIZATION.clear()  # a previous watch's series must not outlive it
+    for label, reader in (readers or {"cpu": CpuShare()}).items():
+        DEVICE_UTILIZATION.labels(label).set_function(reader)
+    return tuple(readers) or ("cpu",)

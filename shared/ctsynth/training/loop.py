@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ctsynth import __version__
+from ctsynth.code_version import code_version
 from ctsynth.data.dataset_h5 import SliceDataset, VolumeDataset, open_dataset
 from ctsynth.errors import FailedPrecondition, ResourceExhausted
 from ctsynth.models import checkpoint
@@ -58,11 +59,13 @@ class StepBatches:
     """Batch indices as a pure function of (seed, step, rank): epoch e uses
     the permutation seeded by (seed, e); ranks take disjoint strides."""
 
-    def __init__(self, length: int, batch_size: int, seed: int, rank: int, world_size: int):
-        if length < batch_size * world_size:
+    def __init__(self, length: int, batch_size: int, seed: int, rank: int, world_size: int, draws: int = 1):
+        """`draws`: batches one step takes (the family's `batches_per_step`)."""
+        if length < batch_size * draws * world_size:
+            per_step = f" x {draws} batches per step" if draws > 1 else ""
             raise FailedPrecondition(
-                f"the split has {length} items, fewer than batch size {batch_size} x {world_size} workers")
-        self.length, self.batch_size, self.seed = length, batch_size, seed
+                f"the split has {length} items, fewer than batch size {batch_size}{per_step} x {world_size} workers")
+        self.length, self.batch_size, self.seed = length, batch_size * draws, seed
         self.rank, self.world_size = rank, world_size
         self.steps_per_epoch = length // (batch_size * world_size)
         self._epoch, self._order = -1, None
@@ -132,7 +135,7 @@ def _model_files(family: Family, spec: TrainSpec, step: int, history: list[dict]
         "sample_shape": list(family.sample_shape()), "dataset": spec.dataset, "split": spec.split,
         "spacing_mm": None if spacing_mm is None else list(spacing_mm),
         "seed": spec.seed, "precision": spec.precision, "batch_size": spec.batch_size, "workers": spec.workers,
-        "ctsynth_version": __version__, "git_sha": _git_sha(), "extra": spec.extra,
+        "ctsynth_version": __version__, "code_version": code_version(), "extra": spec.extra,
     }
     return {
         "weights.safetensors": checkpoint.weights_bytes(family),
@@ -142,18 +145,6 @@ def _model_files(family: Family, spec: TrainSpec, step: int, history: list[dict]
         "metrics.json": checkpoint.dumps({"step": step, "history": history, "resumed_at": resumed_at}),
         "samples.png": sample_grid_png(family, seed=spec.seed),
     }
-
-
-def _git_sha() -> str:
-    import subprocess
-    from pathlib import Path
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def _wrap_ddp(family: Family, device: torch.device) -> None:
@@ -176,7 +167,8 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
     family.prepare(store, spec)
     dataset = _dataset(family_cls, spec, store)
     spacing_mm = dataset.spacing_mm(family.sample_shape()[1:])
-    batches = StepBatches(len(dataset), spec.batch_size, spec.seed, ctx.rank, ctx.world_size)
+    batches = StepBatches(len(dataset), spec.batch_size, spec.seed, ctx.rank, ctx.world_size,
+                          family_cls.batches_per_step(config))
 
     start, history, resumed_at = 0, [], []
     resume = latest_checkpoint(store, spec.prefix) or (
@@ -202,7 +194,8 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
             ctx.report({"step": step, "cancelled": 1.0})
             return {"step": step, "cancelled": True}
         torch.manual_seed(step_seed(spec.seed, ctx.rank, step))
-        batch = _batch(dataset, batches.indices(step), device, config.image_size)
+        rows = batches.indices(step)
+        batch = _batch(dataset, rows, device, config.image_size)
         try:
             losses = family.train_step(batch, step)
         except torch.OutOfMemoryError:
@@ -212,7 +205,7 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
         if bad:
             raise NonFiniteLoss(f"{spec.family}: loss {bad[0]} became {losses[bad[0]]} at step {step}; "
                                 f"the last good checkpoint is kept")
-        images += spec.batch_size * ctx.world_size
+        images += len(rows) * ctx.world_size
         done = step + 1
         if done % spec.log_interval == 0 or done == spec.steps:
             elapsed = time.perf_counter() - started

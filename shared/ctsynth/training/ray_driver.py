@@ -55,7 +55,8 @@ def ensure_local_ray(timeout: float = 120.0) -> None:
             return
         port = _free_port()
         dashboard = os.environ.get("CTSYNTH_RAY_DASHBOARD", "1") != "0"
-        dashboard_port = _free_port() if dashboard else 0
+        # `ctsynth up` chooses the port, so that it can print the URL before Ray starts.
+        dashboard_port = (int(os.environ.get("CTSYNTH_RAY_DASHBOARD_PORT") or 0) or _free_port()) if dashboard else 0
         _head = subprocess.Popen(
             [sys.executable, "-m", "ctsynth.training.ray_head", f"--parent-pid={os.getpid()}", f"--port={port}",
              f"--client-server-port={_free_port()}", f"--num-cpus={max(os.cpu_count() or 1, 2)}",

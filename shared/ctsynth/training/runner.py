@@ -28,9 +28,10 @@ DEFAULT_STEPS = 1000
 POLL_S = 1.0
 
 
-def _budget_steps(request: dict, train_items: int, batch: int, workers: int) -> int:
+def _budget_steps(request: dict, train_items: int, batch: int, workers: int, draws: int) -> int:
+    """Epochs and kimg count real rows: a step takes `draws` batches per worker."""
     budget = request.get("budget") or {}
-    per_step = batch * workers
+    per_step = batch * workers * draws
     if "steps" in budget:
         steps = int(budget["steps"])
     elif "epochs" in budget:
@@ -78,7 +79,7 @@ def plan(request: dict, store: ObjectStore, *, job_id: str, version: str) -> Tra
     workers = int(scaling.get("workers") or 1)
     batch = int(request.get("batchSize") or getattr(config, "batch_size", 0) or 8)
     items = counts.get("volumes" if family_cls.spatial_dims == 3 else "slices", 0)
-    steps = _budget_steps(request, items, batch, workers)
+    steps = _budget_steps(request, items, batch, workers, family_cls.batches_per_step(config))
     name = check_name(request.get("name") or family_cls.name, "name")
     resume = ""
     if request.get("resumeFrom"):
@@ -125,6 +126,19 @@ class _Follower:
                                 message="checkpoint")
 
 
+def _warn_if_resized(spec: TrainSpec, store: ObjectStore, ctx: JobContext) -> None:
+    """The loop resizes every image to the model's `image_size`; say so, since
+    the model then never sees the data at its stored resolution."""
+    family_cls = get_family(spec.family)
+    name, version = spec.dataset.split(":")
+    manifest = Registry(store, "datasets", "dataset").manifest(name, version)
+    shape = manifest.get("volume_shape" if family_cls.spatial_dims == 3 else "slice_shape")
+    size = spec.config["image_size"]
+    if shape and shape[-1] != size:
+        ctx.warn(spec.dataset, f"its {'x'.join(map(str, shape))} images are resized to the model's image_size "
+                               f"{size} for training")
+
+
 def run(job: common_pb2.Job, request: dict, ctx: JobContext, store: ObjectStore) -> JobResult:
     """Execute a training job to a published model version."""
     models = Registry(store, "models", "model")
@@ -132,6 +146,7 @@ def run(job: common_pb2.Job, request: dict, ctx: JobContext, store: ObjectStore)
     version = job.labels.get("version") or models.allocate(name)
     ctx.label("version", version)
     spec = plan(request, store, job_id=job.id, version=version)
+    _warn_if_resized(spec, store, ctx)
     ctx.progress("training", 0, spec.steps, "steps", message=f"training {spec.model_name}:{version}")
     follower = _Follower(store, spec, ctx)
     outcome: dict = {}
