@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from ctsynth import stack
-from ctsynth.demo import DATASET, Demo, tiny_plan
+from ctsynth.demo_pipeline import DATASET, Demo, tiny_plan
 from ctsynth.storage import open_store
 
 

@@ -13,14 +13,14 @@ from tests.imports import PACKAGE, imports_of
 
 # (modules, what they must not import): each a folder or a module of the package.
 RULES = [
-    ("rpc", ("ctsynth.services", "ctsynth.cli", "ctsynth.client")),
-    ("client", ("ctsynth.rpc", "ctsynth.services", "ctsynth.cli")),
-    ("models", ("ctsynth.training", "ctsynth.sampling", "ctsynth.evaluation", "ctsynth.services", "ctsynth.cli")),
-    ("demo.py", ("ctsynth.cli", "ctsynth.services", "ctsynth.rpc")),
-    ("stack.py", ("ctsynth.cli", "ctsynth.services", "ctsynth.rpc")),
+    ("rpc", ("ctsynth.servicers", "ctsynth.cli", "ctsynth.client")),
+    ("client", ("ctsynth.rpc", "ctsynth.servicers", "ctsynth.cli")),
+    ("models", ("ctsynth.training", "ctsynth.sampling", "ctsynth.evaluation", "ctsynth.servicers", "ctsynth.cli")),
+    ("demo_pipeline.py", ("ctsynth.cli", "ctsynth.servicers", "ctsynth.rpc")),
+    ("stack.py", ("ctsynth.cli", "ctsynth.servicers", "ctsynth.rpc")),
 ]
 LIBRARY = ("data", "models", "diffusion", "metrics", "training", "evaluation", "sampling", "storage", "ingest", "jobs",
-           "observability", "rpc", "services", "client")
+           "observability", "rpc", "servicers", "client")
 
 
 def _files(where: str):
@@ -50,8 +50,8 @@ def test_the_rules_see_a_planted_import(tmp_path):
 
 def test_a_client_and_the_demo_load_no_server():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")])}
-    code = ("import sys, ctsynth.client, ctsynth.demo\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['ctsynth', 'rpc'], ['ctsynth', 'services'],"
+    code = ("import sys, ctsynth.client, ctsynth.demo_pipeline\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['ctsynth', 'rpc'], ['ctsynth', 'servicers'],"
             " ['ctsynth', 'cli'])))")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -1,6 +1,6 @@
 """Entry point of the sampling service process (container ENTRYPOINT).
 
-The servicer lives in the ctsynth library (ctsynth.services); this file only
+The servicer lives in the ctsynth library (ctsynth.servicers); this file only
 starts it with the shared bootstrap: health, reflection, interceptors,
 Prometheus metrics and graceful SIGTERM. Configuration: CTSYNTH_* variables.
 """

@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ctsynth.metrics.frechet import FeatureStatistics, frechet_distance
 from ctsynth.models.base import Batch
-from ctsynth.models.registry import get_family
+from ctsynth.models.families import get_family
 from tests.benchmarks.bench_training import matmul_gflops
 
 TRAIN_STEPS = int(os.environ.get("CTSYNTH_BENCH_DIFFUSION_STEPS", "150"))

@@ -35,8 +35,8 @@ from ctsynth.evaluation.sets import read_split
 from ctsynth.evaluation.settings import EvaluationSettings
 from ctsynth.metrics.inception import WEIGHTS_FILE, to_uint8_rgb
 from ctsynth.rpc.server import ServiceHost, ServiceSpec, build_server
-from ctsynth.services import SERVICES
-from ctsynth.services.evaluation import EvaluationServicer
+from ctsynth.servicers import SERVICES
+from ctsynth.servicers.evaluation import EvaluationServicer
 from ctsynth.storage import open_store
 from ctsynth.v1 import common_pb2, evaluation_pb2, evaluation_pb2_grpc
 from tests.metrics.conftest import random_inception_weights

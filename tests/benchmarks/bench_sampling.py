@@ -31,8 +31,8 @@ from ctsynth.models.checkpoint import load_model
 from ctsynth.rpc.server import ServiceHost, ServiceSpec, build_server
 from ctsynth.sampling.seeds import item_seed, sample_rows
 from ctsynth.sampling.settings import SamplingSettings
-from ctsynth.services import SERVICES
-from ctsynth.services.sampling import SamplingServicer
+from ctsynth.servicers import SERVICES
+from ctsynth.servicers.sampling import SamplingServicer
 from ctsynth.storage import open_store
 from ctsynth.training.loop import WorkerContext, train_worker
 from ctsynth.training.spec import TrainSpec

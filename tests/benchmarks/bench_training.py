@@ -24,7 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ctsynth.models.base import Batch
-from ctsynth.models.registry import get_family
+from ctsynth.models.families import get_family
 from ctsynth.storage import open_store
 from ctsynth.training import ray_driver
 from ctsynth.training.spec import TrainSpec

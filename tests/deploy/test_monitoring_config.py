@@ -1,5 +1,5 @@
 """The Grafana dashboard and the local Prometheus config: every panel the issue
-asks for, only metrics that exist (ours from ctsynth.observability.metrics,
+asks for, only metrics that exist (ours from ctsynth.observability.prometheus,
 DCGM's and Ray's), valid PromQL (promtool, where installed)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 
-import ctsynth.observability.metrics
+import ctsynth.observability.prometheus
 import pytest
 import yaml
 
@@ -37,7 +37,7 @@ def our_metric_names() -> set[str]:
     from prometheus_client.metrics import MetricWrapperBase
 
     names = set()
-    for metric in vars(ctsynth.observability.metrics).values():
+    for metric in vars(ctsynth.observability.prometheus).values():
         if isinstance(metric, MetricWrapperBase):
             family = metric.describe()[0]
             suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])

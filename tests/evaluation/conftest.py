@@ -15,8 +15,8 @@ from ctsynth.config import ServerSettings
 from ctsynth.evaluation.settings import EvaluationSettings
 from ctsynth.rpc.server import ServiceHost, ServiceSpec, build_server
 from ctsynth.sampling.settings import SamplingSettings
-from ctsynth.services import SERVICES
-from ctsynth.services.evaluation import EvaluationServicer
+from ctsynth.servicers import SERVICES
+from ctsynth.servicers.evaluation import EvaluationServicer
 from ctsynth.storage import open_store
 from ctsynth.v1 import common_pb2, evaluation_pb2_grpc
 from tests.sampling.conftest import train

@@ -21,7 +21,7 @@ from ctsynth.evaluation import run as run_module
 from ctsynth.evaluation.plan import DEFAULT_METRICS
 from ctsynth.metrics.inception import WEIGHTS_FILE, InceptionFeatures
 from ctsynth.registry import Registry
-from ctsynth.services.training import model_message
+from ctsynth.servicers.training import model_message
 from ctsynth.v1 import common_pb2, evaluation_pb2
 from tests.evaluation.conftest import State, finish
 from tests.metrics.conftest import random_inception_weights

@@ -18,7 +18,7 @@ import pytest
 from ctsynth.cli.main import main
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
-from ctsynth.services import host_services
+from ctsynth.servicers import host_services
 from ctsynth.storage import open_store
 from ctsynth.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 

@@ -11,7 +11,7 @@ from ctsynth.metrics.domain_extractor import (DomainExtractorConfig, extractor_n
                                               load_domain_extractor, publish_domain_extractor, quarter_turns,
                                               train_domain_extractor)
 from ctsynth.registry import Registry
-from ctsynth.services.training import model_message
+from ctsynth.servicers.training import model_message
 from ctsynth.storage import open_store
 from tests.metrics.conftest import discs
 

@@ -13,7 +13,7 @@ from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch, Family
 from ctsynth.models.ddpm3d import DDPM3D
 from ctsynth.models.ldm import LDM
-from ctsynth.models.registry import get_family
+from ctsynth.models.families import get_family
 from ctsynth.models.vae import VAE
 
 VAE_TINY = {"image_size": 32, "autoencoder_channels": [8, 16, 16], "latent_channels": 3, "norm_num_groups": 8,

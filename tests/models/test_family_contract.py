@@ -14,7 +14,7 @@ import torch
 from ctsynth.errors import InvalidArgument
 from ctsynth.models import checkpoint
 from ctsynth.models.base import Batch, Family
-from ctsynth.models.registry import family_names, get_family
+from ctsynth.models.families import family_names, get_family
 from tests.models import test_diffusion_families, test_gan_families
 
 TINY = {**{name: values for name, (family, values, _, _) in test_gan_families.CASES.items() if name == family},

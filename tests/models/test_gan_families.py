@@ -12,7 +12,7 @@ import torch
 
 from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch
-from ctsynth.models.registry import get_family
+from ctsynth.models.families import get_family
 from ctsynth.models.stylegan2_networks import modulated_conv2d
 from ctsynth.models.unet_gan import PatchDiscriminator, UNetGenerator, mask_loss
 from ctsynth.sampling.seeds import sample_rows

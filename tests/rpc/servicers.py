@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ctsynth.errors import InvalidArgument
-from ctsynth.services import ServiceSpec
+from ctsynth.servicers import ServiceSpec
 from ctsynth.storage.errors import ObjectNotFound
 from ctsynth.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 

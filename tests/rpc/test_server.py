@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
 from ctsynth.rpc.server import build_server
-from ctsynth.services import SERVICES, host_services
+from ctsynth.servicers import SERVICES, host_services
 from ctsynth.v1 import common_pb2, ingest_pb2_grpc
 from tests.rpc.servicers import SCRIPTED
 

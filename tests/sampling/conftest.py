@@ -13,8 +13,8 @@ import pytest
 from ctsynth.config import ServerSettings
 from ctsynth.rpc.server import ServiceHost, ServiceSpec, build_server
 from ctsynth.sampling.settings import SamplingSettings
-from ctsynth.services import SERVICES
-from ctsynth.services.sampling import SamplingServicer
+from ctsynth.servicers import SERVICES
+from ctsynth.servicers.sampling import SamplingServicer
 from ctsynth.storage import StoreUnavailable, open_store
 from ctsynth.training.loop import WorkerContext, train_worker
 from ctsynth.training.spec import TrainSpec

@@ -14,7 +14,7 @@ from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
 from ctsynth.diffusion import SAMPLER_KINDS
 from ctsynth.models.checkpoint import load_model
-from ctsynth.services import host_services
+from ctsynth.servicers import host_services
 from ctsynth.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc, training_pb2, training_pb2_grpc
 from tests.models.test_diffusion_families import UNET_TINY, VAE_TINY
 from tests.models.test_gan_families import CASES

@@ -12,7 +12,7 @@ from torch import nn
 
 from ctsynth.code_version import code_version
 from ctsynth.errors import FailedPrecondition
-from ctsynth.models import checkpoint, registry
+from ctsynth.models import checkpoint, families
 from ctsynth.models.base import Batch, Family, FamilyConfig
 from ctsynth.training.loop import CANCEL, NonFiniteLoss, StepBatches, WorkerContext, latest_checkpoint, train_worker
 from ctsynth.training.spec import TrainSpec
@@ -62,7 +62,7 @@ class TinyFamily(Family):
 
 @pytest.fixture(autouse=True)
 def tiny_family(monkeypatch):
-    monkeypatch.setitem(registry._FAMILIES, "tiny", f"{__name__}:TinyFamily")
+    monkeypatch.setitem(families._FAMILIES, "tiny", f"{__name__}:TinyFamily")
 
 
 def make_spec(store, dataset, version="1", **changes) -> TrainSpec:

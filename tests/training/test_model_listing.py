@@ -11,7 +11,7 @@ import pytest
 
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
-from ctsynth.services import host_services
+from ctsynth.servicers import host_services
 from ctsynth.v1 import common_pb2, sampling_pb2, sampling_pb2_grpc, training_pb2_grpc
 
 BROKEN_KEY = "models/dcgan/2/weights.safetensors"

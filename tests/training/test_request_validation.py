@@ -12,7 +12,7 @@ from google.protobuf import struct_pb2
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
 from ctsynth.errors import InvalidArgument
-from ctsynth.services import host_services
+from ctsynth.servicers import host_services
 from ctsynth.training import runner
 from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
 from tests.training.conftest import publish_dataset

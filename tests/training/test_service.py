@@ -13,7 +13,7 @@ from google.protobuf import struct_pb2
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
 from ctsynth.models.checkpoint import load_model
-from ctsynth.services import host_services
+from ctsynth.servicers import host_services
 from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
 from tests.training.conftest import publish_dataset
 

@@ -35,7 +35,7 @@ def open_services(args, names: Iterable[str], import_roots: Iterable[str] = ()) 
             yield channel
         return
 
-    from ctsynth.services import host_services  # the servers' code, only for a command that hosts them
+    from ctsynth.servicers import host_services  # the servers' code, only for a command that hosts them
 
     # Loopback for the life of one command: no TLS, no token, no metrics port.
     settings = ServerSettings.from_env(store_uri=args.store)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ctsynth import stack
 from ctsynth.cli.connection import target_of
-from ctsynth.demo import Demo, big_plan, small_plan
+from ctsynth.demo_pipeline import Demo, big_plan, small_plan
 from ctsynth.storage import open_store
 
 

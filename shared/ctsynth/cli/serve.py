@@ -18,7 +18,7 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     from ctsynth.rpc.server import serve_until_signalled
-    from ctsynth.services import host_services
+    from ctsynth.servicers import host_services
 
     settings = ServerSettings.from_env(
         store_uri=args.store, host=args.host, port=args.port, metrics_port=args.metrics_port

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from ctsynth.errors import NotFound
-from ctsynth.observability.metrics import JOB_DURATION, JOBS, JOBS_ACTIVE
+from ctsynth.observability.prometheus import JOB_DURATION, JOBS, JOBS_ACTIVE
 from ctsynth.rpc.errors import status_for
 from ctsynth.storage import ObjectStore
 from ctsynth.storage.errors import ObjectNotFound

@@ -26,7 +26,7 @@ from torch import nn
 
 from ctsynth.errors import DataLoss
 from ctsynth.models.base import Family
-from ctsynth.models.registry import get_family
+from ctsynth.models.families import get_family
 from ctsynth.registry import Registry, parse_ref
 from ctsynth.storage import ObjectStore
 from ctsynth.storage.errors import IntegrityError

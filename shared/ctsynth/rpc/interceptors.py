@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from ctsynth.observability.metrics import IN_FLIGHT, LATENCY, REQUESTS
+from ctsynth.observability.prometheus import IN_FLIGHT, LATENCY, REQUESTS
 from ctsynth.rpc.errors import status_for
 
 log = logging.getLogger("ctsynth.rpc")

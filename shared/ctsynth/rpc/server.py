@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ctsynth.config import ServerSettings
-from ctsynth.observability.metrics import serve_metrics
+from ctsynth.observability.prometheus import serve_metrics
 from ctsynth.rpc.interceptors import ObservabilityInterceptor, TokenAuthInterceptor
 from ctsynth.storage import open_store
 
@@ -26,7 +26,7 @@ log = logging.getLogger("ctsynth.server")
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """One service a server can host; `ctsynth.services` holds ours."""
+    """One service a server can host; `ctsynth.servicers` holds ours."""
 
     name: str  # short name used on the command line
     full_name: str  # fully qualified gRPC service name

@@ -27,7 +27,7 @@ import torch
 
 from ctsynth.errors import Unavailable
 from ctsynth.models.checkpoint import LoadedModel
-from ctsynth.observability.metrics import SAMPLING_BATCH, SAMPLING_QUEUE
+from ctsynth.observability.prometheus import SAMPLING_BATCH, SAMPLING_QUEUE
 from ctsynth.sampling.seeds import NotPerItem, sample_rows
 
 log = logging.getLogger("ctsynth.sampling")

@@ -16,7 +16,7 @@ from concurrent.futures import Future
 import torch
 
 from ctsynth.models.checkpoint import LoadedModel, load_model
-from ctsynth.observability.metrics import MODEL_CACHE_BYTES, MODEL_CACHE_HITS, MODEL_CACHE_MISSES
+from ctsynth.observability.prometheus import MODEL_CACHE_BYTES, MODEL_CACHE_HITS, MODEL_CACHE_MISSES
 from ctsynth.registry import Registry, parse_ref
 from ctsynth.storage import ObjectStore
 

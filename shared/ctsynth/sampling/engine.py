@@ -20,7 +20,7 @@ from typing import Any
 from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Family
 from ctsynth.models.checkpoint import LoadedModel
-from ctsynth.observability.metrics import SAMPLING_DURATION, SAMPLING_FIRST_ITEM, SAMPLING_ITEMS, SAMPLING_REQUESTS
+from ctsynth.observability.prometheus import SAMPLING_DURATION, SAMPLING_FIRST_ITEM, SAMPLING_ITEMS, SAMPLING_REQUESTS
 from ctsynth.sampling.batcher import Batcher, item_bytes
 from ctsynth.sampling.cache import ModelCache
 from ctsynth.sampling.formats import Encoded, OutputContext, check_format, encode, encode_mask, output_context

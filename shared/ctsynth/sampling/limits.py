@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ctsynth.errors import ResourceExhausted
-from ctsynth.observability.metrics import SAMPLING_ACTIVE, SAMPLING_BYTES
+from ctsynth.observability.prometheus import SAMPLING_ACTIVE, SAMPLING_BYTES
 
 
 class Limiter:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from ctsynth.observability.metrics import DEVICE_UTILIZATION
+from ctsynth.observability.prometheus import DEVICE_UTILIZATION
 
 
 class CpuShare:

@@ -26,7 +26,7 @@ from ctsynth.data.dataset_h5 import SliceDataset, VolumeDataset, open_dataset
 from ctsynth.errors import FailedPrecondition, ResourceExhausted
 from ctsynth.models import checkpoint
 from ctsynth.models.base import Batch, Family
-from ctsynth.models.registry import get_family
+from ctsynth.models.families import get_family
 from ctsynth.storage import ObjectStore, open_store
 from ctsynth.training.grid import sample_grid_png
 from ctsynth.training.spec import TrainSpec

@@ -14,8 +14,8 @@ import time
 
 from ctsynth.errors import FailedPrecondition, InvalidArgument, error_from_status
 from ctsynth.jobs import JobCancelled, JobContext, JobResult
-from ctsynth.models.registry import get_family
-from ctsynth.observability.metrics import TRAINING_IMAGES_PER_SECOND
+from ctsynth.models.families import get_family
+from ctsynth.observability.prometheus import TRAINING_IMAGES_PER_SECOND
 from ctsynth.proto_enums import PRECISION
 from ctsynth.registry import Registry, check_name, parse_ref
 from ctsynth.storage import ObjectStore

@@ -23,8 +23,8 @@ from ctsynth.jobs import JobManager
 from ctsynth.registry import parse_ref
 from ctsynth.sampling.engine import SamplingEngine
 from ctsynth.sampling.settings import SamplingSettings
-from ctsynth.services.jobs import JobRpcs
-from ctsynth.services.sampling import sample_spec
+from ctsynth.servicers.jobs import JobRpcs
+from ctsynth.servicers.sampling import sample_spec
 from ctsynth.storage import ObjectNotFound, ObjectStore
 from ctsynth.v1 import common_pb2, evaluation_pb2, evaluation_pb2_grpc, sampling_pb2
 

@@ -8,7 +8,7 @@ from ctsynth.proto_enums import CONDITION, OUTPUT_FORMAT, SAMPLER_KIND
 from ctsynth.registry import Registry, parse_ref
 from ctsynth.sampling.engine import Cancellation, Piece, SampleSpec, SamplingEngine
 from ctsynth.sampling.settings import SamplingSettings
-from ctsynth.services.training import list_models, model_message
+from ctsynth.servicers.training import list_models, model_message
 from ctsynth.storage import ObjectStore
 from ctsynth.v1 import common_pb2, sampling_pb2, sampling_pb2_grpc
 

@@ -29,11 +29,11 @@ def _spec(name: str, grpc_module, service: str, servicer: str) -> ServiceSpec:
 
 
 SERVICES: dict[str, ServiceSpec] = {
-    "ingest": _spec("ingest", ingest_pb2_grpc, "IngestService", "ctsynth.services.ingest:IngestServicer"),
-    "training": _spec("training", training_pb2_grpc, "TrainingService", "ctsynth.services.training:TrainingServicer"),
-    "sampling": _spec("sampling", sampling_pb2_grpc, "SamplingService", "ctsynth.services.sampling:SamplingServicer"),
+    "ingest": _spec("ingest", ingest_pb2_grpc, "IngestService", "ctsynth.servicers.ingest:IngestServicer"),
+    "training": _spec("training", training_pb2_grpc, "TrainingService", "ctsynth.servicers.training:TrainingServicer"),
+    "sampling": _spec("sampling", sampling_pb2_grpc, "SamplingService", "ctsynth.servicers.sampling:SamplingServicer"),
     "evaluation": _spec("evaluation", evaluation_pb2_grpc, "EvaluationService",
-                        "ctsynth.services.evaluation:EvaluationServicer"),
+                        "ctsynth.servicers.evaluation:EvaluationServicer"),
 }
 
 

@@ -12,7 +12,7 @@ from ctsynth.jobs import JobContext, JobManager, JobResult
 from ctsynth.proto_enums import MASK_MODE, SOURCE_KIND, VIEW
 from ctsynth.registry import Registry, check_name, parse_ref
 from ctsynth.roots import AllowedRoots
-from ctsynth.services.jobs import JobRpcs
+from ctsynth.servicers.jobs import JobRpcs
 from ctsynth.storage import ObjectStore
 from ctsynth.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 

@@ -10,10 +10,10 @@ from google.protobuf import json_format
 
 from ctsynth.errors import DataLoss
 from ctsynth.jobs import JobManager
-from ctsynth.models.registry import family_names, get_family
+from ctsynth.models.families import family_names, get_family
 from ctsynth.registry import Registry, check_name, parse_ref
 from ctsynth.rpc.validation import check_message
-from ctsynth.services.jobs import JobRpcs
+from ctsynth.servicers.jobs import JobRpcs
 from ctsynth.storage import ObjectStore
 from ctsynth.training import runner
 from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
