@@ -15,6 +15,7 @@ from ctsynth.errors import FailedPrecondition
 from ctsynth.models import checkpoint, families
 from ctsynth.models.base import Batch, Family, FamilyConfig
 from ctsynth.training.loop import CANCEL, NonFiniteLoss, StepBatches, WorkerContext, latest_checkpoint, train_worker
+from ctsynth.training.request import TrainRequest
 from ctsynth.training.spec import TrainSpec
 from tests.training.conftest import PIXEL_MM
 
@@ -199,8 +200,8 @@ def test_a_job_warns_when_the_dataset_is_resized_to_the_model(store, tiny_datase
 
     monkeypatch.setattr(runner.ray_driver, "fit", lambda spec: train_worker(spec, WorkerContext()))
     ctx = RecordingContext()
-    request = {"family": "tiny", "dataset": tiny_dataset, "budget": {"steps": 1}, "batchSize": 2,
-               "hyperparameters": hyper}
+    request = TrainRequest(family="tiny", dataset=tiny_dataset, budget_kind="steps", budget=1, batch_size=2,
+                           hyperparameters=hyper).to_json()
     runner.run(common_pb2.Job(id="job"), request, ctx, store)
     if warned:
         assert ctx.warnings == [(tiny_dataset, "its 16x16 images are resized to the model's image_size 8 "

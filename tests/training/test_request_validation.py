@@ -7,13 +7,15 @@ import math
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
 from ctsynth.errors import InvalidArgument
 from ctsynth.servicers import host_services
+from ctsynth.servicers.training import train_request
 from ctsynth.training import runner
+from ctsynth.training.request import TrainRequest
 from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
 from tests.training.conftest import publish_dataset
 
@@ -55,20 +57,19 @@ def test_non_finite_numbers_and_unknown_enums_are_invalid_argument(service, req,
 
 
 @pytest.mark.parametrize(("precision", "mode"), [
-    ("PRECISION_UNSPECIFIED", "fp32"), ("PRECISION_FP32", "fp32"), ("PRECISION_BF16", "bf16"),
-    ("PRECISION_FP16", "fp16"),
+    (training_pb2.PRECISION_UNSPECIFIED, "fp32"), (training_pb2.PRECISION_FP32, "fp32"),
+    (training_pb2.PRECISION_BF16, "bf16"), (training_pb2.PRECISION_FP16, "fp16"),
 ])
-def test_plan_maps_every_precision_name(service, precision, mode):
+def test_every_precision_reaches_the_plan(service, precision, mode):
     _, store = service
-    values = {"family": "dcgan", "dataset": "tiny", "precision": precision, "budget": {"kimg": 0.016}}
-    spec = runner.plan(values, store, job_id="j", version="1")
-    assert spec.precision == mode and spec.steps == 2  # 16 images at the default batch size of 8
+    train = train_request(request(precision=precision, budget=training_pb2.Budget(kimg=0.016)))
+    spec = runner.plan(train, store, job_id="j", version="1")
+    assert train.precision == spec.precision == mode and spec.steps == 2  # 16 images at the default batch of 8
 
 
-def test_plan_refuses_an_unknown_precision_rather_than_training_in_fp32(service):
-    _, store = service
+def test_an_unknown_precision_is_refused_rather_than_training_in_fp32():
     with pytest.raises(InvalidArgument) as err:
-        runner.plan({"family": "dcgan", "dataset": "tiny", "precision": 7}, store, job_id="j", version="1")
+        train_request(request(precision=7))
     assert err.value.field == "precision"
 
 
@@ -76,6 +77,33 @@ def test_plan_refuses_an_unknown_precision_rather_than_training_in_fp32(service)
 def test_an_epoch_budget_counts_every_real_row_a_step_takes(service, family, steps):
     _, store = service
     hyper = {"n_critic": 2} if family == "wgan" else {}
-    values = {"family": family, "dataset": "tiny", "batchSize": 2, "budget": {"epochs": 1}, "hyperparameters": hyper}
+    train = TrainRequest(family=family, dataset="tiny", batch_size=2, budget_kind="epochs", budget=1.0,
+                         hyperparameters=hyper)
     # 8 train slices: dcgan takes 2 a step, wgan 2 x n_critic (one batch per critic update).
-    assert runner.plan(values, store, job_id="j", version="1").steps == steps
+    assert runner.plan(train, store, job_id="j", version="1").steps == steps
+
+
+def test_a_request_is_kept_as_json_and_read_back_as_the_job_store_returns_it():
+    train = train_request(request(name="m", budget=training_pb2.Budget(steps=3), seed=5, batch_size=4,
+                                  scaling=training_pb2.Scaling(workers=2), hyperparameters={"lr_g": 1e-4}))
+    assert (train.budget_kind, train.budget, train.workers, train.cpus_per_worker) == ("steps", 3.0, 2, 1.0)
+    stored = struct_pb2.Struct()
+    stored.update(train.to_json())  # a job's request: every number a double
+    again = TrainRequest.from_json(json_format.MessageToDict(stored))
+    assert again == train and type(again.seed) is int and type(again.workers) is int
+
+
+@pytest.mark.parametrize(("values", "field"), [
+    ({"family": "dcgan", "dataset": "tiny", "batchSize": 2}, "batchSize"),
+    ({"dataset": "tiny"}, "family"),
+    ({"family": "dcgan", "dataset": "tiny", "workers": 1.5}, "workers"),
+    ({"family": "dcgan", "dataset": "tiny", "seed": -1}, "seed"),
+    ({"family": "dcgan", "dataset": "tiny", "budget": float("nan")}, "budget"),
+    ({"family": "dcgan", "dataset": "tiny", "budget_kind": "hours"}, "budget"),
+    ({"family": "dcgan", "dataset": "tiny", "name": 3}, "name"),
+    ({"family": "dcgan", "dataset": "tiny", "hyperparameters": []}, "hyperparameters"),
+])
+def test_a_malformed_request_names_its_field(values, field):
+    with pytest.raises(InvalidArgument) as err:
+        TrainRequest.from_json(values)
+    assert err.value.field == field

@@ -8,14 +8,16 @@ import typing
 
 from google.protobuf import json_format
 
-from ctsynth.errors import DataLoss
+from ctsynth.errors import DataLoss, InvalidArgument
 from ctsynth.jobs import JobManager
 from ctsynth.models.families import family_names, get_family
+from ctsynth.proto_enums import PRECISION
 from ctsynth.registry import Registry, check_name, parse_ref
 from ctsynth.rpc.validation import check_message
 from ctsynth.servicers.jobs import JobRpcs
 from ctsynth.storage import ObjectStore
 from ctsynth.training import runner
+from ctsynth.training.request import TrainRequest
 from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
 
 
@@ -84,6 +86,27 @@ def family_message(name: str) -> training_pb2.Family:
     return message
 
 
+SCALING_FIELDS = {name: f"scaling.{name}" for name in ("workers", "gpus_per_worker", "cpus_per_worker")}
+
+
+def train_request(message: training_pb2.SubmitTrainingRequest) -> TrainRequest:
+    """The library's TrainRequest for a SubmitTrainingRequest (0 and empty
+    fields mean the defaults)."""
+    budget_kind = message.budget.WhichOneof("amount") or ""
+    try:
+        return TrainRequest(
+            family=message.family, dataset=message.dataset, split=message.split or "train", name=message.name,
+            hyperparameters=json_format.MessageToDict(message.hyperparameters),
+            workers=message.scaling.workers or 1, gpus_per_worker=message.scaling.gpus_per_worker,
+            cpus_per_worker=message.scaling.cpus_per_worker or 1.0, precision=PRECISION.name(message.precision),
+            budget_kind=budget_kind, budget=float(getattr(message.budget, budget_kind)) if budget_kind else 0.0,
+            checkpoint_interval=message.checkpoint_interval, seed=message.seed, image_size=message.image_size,
+            batch_size=message.batch_size, resume_from=message.resume_from)
+    except InvalidArgument as exc:  # name the field as the client set it
+        field = {"budget": f"budget.{budget_kind}", **SCALING_FIELDS}.get(exc.field, exc.field)
+        raise InvalidArgument(field, str(exc).removeprefix(f"{exc.field}: ")) from None
+
+
 class TrainingServicer(JobRpcs, training_pb2_grpc.TrainingServiceServicer):
     def __init__(self, store: ObjectStore, settings=None):
         self._store = store
@@ -92,10 +115,10 @@ class TrainingServicer(JobRpcs, training_pb2_grpc.TrainingServiceServicer):
         self._jobs.recover()
 
     def SubmitTraining(self, request, context):
-        # Validate now, so a bad request fails the call rather than the job.
-        values = json_format.MessageToDict(check_message(request))
-        runner.plan(values, self._store, job_id="validation", version="0")
-        return self._jobs.submit(values)
+        train = train_request(check_message(request))
+        # Plan now, so a bad request fails the call rather than the job.
+        runner.plan(train, self._store, job_id="validation", version="0")
+        return self._jobs.submit(train.to_json())
 
     def ListModels(self, request, context):
         return common_pb2.ListModelsResponse(models=list_models(self._models, request.family, request.name))

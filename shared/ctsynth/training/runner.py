@@ -1,8 +1,8 @@
-"""Training jobs: from a SubmitTrainingRequest to a registered model version.
+"""Training jobs: from a TrainRequest to a registered model version.
 
-`plan` validates the request into a TrainSpec (family config, dataset
-version, budget); `run` executes it on Ray and turns the workers' progress
-file into job events until the model version is published.
+`plan` resolves the request against the store into a TrainSpec (family
+config, dataset version, budget); `run` executes it on Ray and turns the
+workers' progress file into job events until the model version is published.
 """
 
 from __future__ import annotations
@@ -16,28 +16,27 @@ from ctsynth.errors import FailedPrecondition, InvalidArgument, error_from_statu
 from ctsynth.jobs import JobCancelled, JobContext, JobResult
 from ctsynth.models.families import get_family
 from ctsynth.observability.prometheus import TRAINING_IMAGES_PER_SECOND
-from ctsynth.proto_enums import PRECISION
 from ctsynth.registry import Registry, check_name, parse_ref
 from ctsynth.storage import ObjectStore
 from ctsynth.training import ray_driver
 from ctsynth.training.loop import CANCEL, CHECKPOINTS, PROGRESS
+from ctsynth.training.request import TrainRequest
 from ctsynth.training.spec import TrainSpec
-from ctsynth.v1 import common_pb2, training_pb2
+from ctsynth.v1 import common_pb2
 
 DEFAULT_STEPS = 1000
 POLL_S = 1.0
 
 
-def _budget_steps(request: dict, train_items: int, batch: int, workers: int, draws: int) -> int:
+def _budget_steps(request: TrainRequest, train_items: int, batch: int, workers: int, draws: int) -> int:
     """Epochs and kimg count real rows: a step takes `draws` batches per worker."""
-    budget = request.get("budget") or {}
     per_step = batch * workers * draws
-    if "steps" in budget:
-        steps = int(budget["steps"])
-    elif "epochs" in budget:
-        steps = math.ceil(float(budget["epochs"]) * train_items / per_step)
-    elif "kimg" in budget:
-        steps = math.ceil(float(budget["kimg"]) * 1000 / per_step)
+    if request.budget_kind == "steps":
+        steps = int(request.budget)
+    elif request.budget_kind == "epochs":
+        steps = math.ceil(request.budget * train_items / per_step)
+    elif request.budget_kind == "kimg":
+        steps = math.ceil(request.budget * 1000 / per_step)
     else:
         steps = DEFAULT_STEPS
     if steps < 1:
@@ -45,57 +44,47 @@ def _budget_steps(request: dict, train_items: int, batch: int, workers: int, dra
     return steps
 
 
-def _precision(value: str | int) -> str:
-    """The request's precision, given as MessageToDict writes it (the proto
-    name, "PRECISION_BF16") or as the enum number."""
-    if isinstance(value, str):
-        if value not in training_pb2.Precision.keys():
-            raise InvalidArgument("precision", f"unknown {value!r}; use one of {', '.join(training_pb2.Precision.keys())}")
-        value = training_pb2.Precision.Value(value)
-    return PRECISION.name(value)
-
-
-def plan(request: dict, store: ObjectStore, *, job_id: str, version: str) -> TrainSpec:
-    """The TrainSpec for a request (a SubmitTrainingRequest as JSON); every
-    bad value is INVALID_ARGUMENT naming its field, a missing dataset NOT_FOUND."""
-    family_cls = get_family(request.get("family", ""))
+def plan(request: TrainRequest, store: ObjectStore, *, job_id: str, version: str) -> TrainSpec:
+    """The TrainSpec for a request, resolved against the store; every bad
+    value is INVALID_ARGUMENT naming its field, a missing dataset NOT_FOUND."""
+    family_cls = get_family(request.family)
     datasets = Registry(store, "datasets", "dataset")
-    dataset_name, dataset_version = datasets.resolve(parse_ref(request.get("dataset", ""), "dataset"))
+    dataset_name, dataset_version = datasets.resolve(parse_ref(request.dataset, "dataset"))
     manifest = datasets.manifest(dataset_name, dataset_version)
-    split = request.get("split") or "train"
+    split = request.split or "train"
     if split not in manifest.get("splits", {}):
         raise InvalidArgument("split", f"dataset {dataset_name}:{dataset_version} has no split {split!r}")
     counts = manifest["splits"][split]
     if family_cls.needs_masks and counts.get("tumor_slices", 0) == 0:
         raise FailedPrecondition(f"family {family_cls.name} needs tumor masks, and the {split} split of dataset "
                                  f"{dataset_name}:{dataset_version} has no slice with a nodule")
-    hyper = dict(request.get("hyperparameters") or {})
+    hyper = dict(request.hyperparameters)
     size_key = "volume_shape" if family_cls.spatial_dims == 3 else "slice_shape"
-    hyper.setdefault("image_size", int(request.get("imageSize") or manifest.get(size_key, [64])[-1]))
-    hyper.setdefault("seed", int(request.get("seed", 0)))
+    hyper.setdefault("image_size", request.image_size or manifest.get(size_key, [64])[-1])
+    hyper.setdefault("seed", request.seed)
     hyper, extra = family_cls.resolve_inputs(hyper, Registry(store, "models", "model"))
     config = family_cls.config_cls.from_json(hyper)
-    scaling = request.get("scaling") or {}
-    workers = int(scaling.get("workers") or 1)
-    batch = int(request.get("batchSize") or getattr(config, "batch_size", 0) or 8)
+    batch = request.batch_size or getattr(config, "batch_size", 0) or 8
     items = counts.get("volumes" if family_cls.spatial_dims == 3 else "slices", 0)
-    steps = _budget_steps(request, items, batch, workers, family_cls.batches_per_step(config))
-    name = check_name(request.get("name") or family_cls.name, "name")
+    steps = _budget_steps(request, items, batch, request.workers, family_cls.batches_per_step(config))
     resume = ""
-    if request.get("resumeFrom"):
+    if request.resume_from:
         models = Registry(store, "models", "model")
-        resume_name, resume_version = models.resolve(parse_ref(request["resumeFrom"], "resume_from"))
+        resume_name, resume_version = models.resolve(parse_ref(request.resume_from, "resume_from"))
         resume = models.prefix(resume_name, resume_version)
-    interval = int(request.get("checkpointInterval") or max(steps // 5, 1))
     return TrainSpec(
         job_id=job_id, family=family_cls.name, config=config.to_json(), dataset=f"{dataset_name}:{dataset_version}",
-        model_name=name, version=version, store_uri=store.uri, steps=steps, batch_size=batch, split=split,
-        workers=workers, gpus_per_worker=float(scaling.get("gpusPerWorker") or 0.0),
-        cpus_per_worker=float(scaling.get("cpusPerWorker") or 1.0),
-        precision=_precision(request.get("precision", 0)),
-        checkpoint_interval=interval, log_interval=max(1, min(10, steps // 20 or 1)), seed=int(request.get("seed", 0)),
-        resume_from=resume, extra=extra,
+        model_name=model_name(request), version=version, store_uri=store.uri, steps=steps, batch_size=batch,
+        split=split, workers=request.workers, gpus_per_worker=request.gpus_per_worker,
+        cpus_per_worker=request.cpus_per_worker, precision=request.precision,
+        checkpoint_interval=request.checkpoint_interval or max(steps // 5, 1),
+        log_interval=max(1, min(10, steps // 20 or 1)), seed=request.seed, resume_from=resume, extra=extra,
     )
+
+
+def model_name(request: TrainRequest) -> str:
+    """The name the model is published under: the request's, else its family's."""
+    return check_name(request.name or request.family, "name")
 
 
 class _Follower:
@@ -139,11 +128,12 @@ def _warn_if_resized(spec: TrainSpec, store: ObjectStore, ctx: JobContext) -> No
                                f"{size} for training")
 
 
-def run(job: common_pb2.Job, request: dict, ctx: JobContext, store: ObjectStore) -> JobResult:
-    """Execute a training job to a published model version."""
-    models = Registry(store, "models", "model")
-    name = check_name(request.get("name") or get_family(request.get("family", "")).name, "name")
-    version = job.labels.get("version") or models.allocate(name)
+def run(job: common_pb2.Job, values: dict, ctx: JobContext, store: ObjectStore) -> JobResult:
+    """Execute a training job (its request as `TrainRequest.to_json` kept it)
+    to a published model version."""
+    request = TrainRequest.from_json(values)
+    get_family(request.family)  # an unknown family fails before a version is allocated
+    version = job.labels.get("version") or Registry(store, "models", "model").allocate(model_name(request))
     ctx.label("version", version)
     spec = plan(request, store, job_id=job.id, version=version)
     _warn_if_resized(spec, store, ctx)
