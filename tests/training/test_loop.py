@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +17,9 @@ from ctsynth.code_version import code_version
 from ctsynth.errors import FailedPrecondition
 from ctsynth.models import checkpoint, families
 from ctsynth.models.base import Batch, Family, FamilyConfig
-from ctsynth.training.loop import CANCEL, NonFiniteLoss, StepBatches, WorkerContext, latest_checkpoint, train_worker
+from ctsynth.storage import open_store
+from ctsynth.training.loop import (CANCEL, NonFiniteLoss, StepBatches, WorkerContext, agree_to_stop, latest_checkpoint,
+                                   stopped_key, train_worker)
 from ctsynth.training.request import TrainRequest
 from ctsynth.training.spec import TrainSpec
 from tests.training.conftest import PIXEL_MM
@@ -167,6 +172,8 @@ def test_cancel_marker_stops_training_without_publishing(store, tiny_dataset):
     store.put_json(f"{spec.prefix}/{CANCEL}", {})
     assert train_worker(spec, WorkerContext())["cancelled"] is True
     assert not store.exists(f"{spec.prefix}/manifest.json")
+    record = store.get_json(stopped_key(spec.prefix, 0))
+    assert (record["rank"], record["step"], record["last_trained"]) == (0, 0, None)
 
 
 def test_masks_required_but_absent_is_a_failed_precondition(store, tmp_path, monkeypatch):
@@ -234,3 +241,79 @@ def test_each_critic_update_sees_a_whole_batch_of_rows_no_other_update_sees(stor
     assert [rows.shape[0] for rows in critic_rows] == [8] * 5
     assert len(torch.unique(torch.cat(critic_rows), dim=0)) == 40, "no row is seen twice or dropped"
     assert generator_rows == [8]
+
+
+# Two ranks in two fresh processes joined by gloo on loopback, as Ray Train's
+# workers are; each writes what it returns to a file for the test to read.
+HANG_GUARD_S = 300  # only against a hang; a healthy run takes a few seconds
+
+
+def _agreement_rank(rank: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    cases = [(False, False), (True, False), (False, True), (True, True)]  # (rank 0 wants, rank 1 wants)
+    agreed = [agree_to_stop(case[rank]) for case in cases]
+    dist.destroy_process_group()
+    with open(out, "w") as f:
+        json.dump(agreed, f)
+
+
+def _training_rank(rank: int, init_file: str, out: str, spec_json: dict, cancel_after: int) -> None:
+    import torch.distributed as dist
+
+    families._FAMILIES["tiny"] = f"{__name__}:TinyFamily"
+    spec = TrainSpec.from_json(spec_json)
+    if rank == 0:  # the cancel marker appears once rank 0 has trained step `cancel_after`
+        train_step = TinyFamily.train_step
+
+        def train_then_cancel(self, batch, step):
+            losses = train_step(self, batch, step)
+            if step == cancel_after:
+                open_store(spec.store_uri).put_json(f"{spec.prefix}/{CANCEL}", {})
+            return losses
+
+        TinyFamily.train_step = train_then_cancel
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    result = train_worker(spec, WorkerContext(rank=rank, world_size=2))
+    dist.destroy_process_group()
+    with open(out, "w") as f:
+        json.dump(result, f)
+
+
+def _run_two_ranks(tmp_path, target, *args) -> list:
+    context = multiprocessing.get_context("spawn")
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # inherited by the children: gloo pairs on loopback
+    outs = [tmp_path / f"rank-{rank}.json" for rank in range(2)]
+    ranks = [context.Process(target=target, args=(rank, str(tmp_path / "pg-init"), str(outs[rank]), *args))
+             for rank in range(2)]
+    for process in ranks:
+        process.start()
+    try:
+        for process in ranks:
+            process.join(HANG_GUARD_S)
+    finally:
+        hung = [process.pid for process in ranks if process.is_alive()]
+        for process in ranks:
+            if process.is_alive():
+                process.kill()  # only the processes this test started
+                process.join()
+    assert not hung, f"ranks with pids {hung} did not finish"
+    assert [process.exitcode for process in ranks] == [0, 0]
+    return [json.loads(out.read_text()) for out in outs]
+
+
+def test_every_rank_agrees_to_stop_when_any_rank_wants_to(tmp_path):
+    assert agree_to_stop(True) is True and agree_to_stop(False) is False, "one process: the local flag"
+    assert _run_two_ranks(tmp_path, _agreement_rank) == [[False, True, True, True]] * 2
+
+
+def test_cancel_stops_every_rank_before_the_same_step(store, tiny_dataset, tmp_path):
+    spec = make_spec(store, tiny_dataset, steps=40, checkpoint_interval=0, workers=2)
+    results = _run_two_ranks(tmp_path, _training_rank, spec.to_json(), 2)
+    # Rank 0 sees the marker before step 3; neither rank trains step 3 or later.
+    assert results == [{"step": 3, "cancelled": True}] * 2
+    records = [store.get_json(stopped_key(spec.prefix, rank)) for rank in range(2)]
+    assert [(r["rank"], r["step"], r["last_trained"]) for r in records] == [(0, 3, 2), (1, 3, 2)]
+    assert store.get_json(f"{spec.prefix}/progress.json")["step"] == 3
+    assert not store.exists(f"{spec.prefix}/manifest.json")

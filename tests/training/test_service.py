@@ -13,7 +13,9 @@ from google.protobuf import struct_pb2
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
 from ctsynth.models.checkpoint import load_model
+from ctsynth.processes import pid_alive
 from ctsynth.servicers import host_services
+from ctsynth.training.loop import stopped_key
 from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
 from tests.training.conftest import publish_dataset
 
@@ -120,6 +122,35 @@ def test_cancel_stops_training_and_keeps_checkpoints(service):
     assert final.state == State.JOB_STATE_CANCELLED
     assert any(info.key.endswith("manifest.json") for info in store.list("models/cancelled/1/checkpoints/"))
     assert not store.exists("models/cancelled/1/manifest.json")
+
+
+def test_cancel_stops_both_workers_of_a_two_worker_job_at_the_same_step(service):
+    stub, store = service
+    prefix = "models/cancelled-pair/1"
+    job = stub.SubmitTraining(request(steps=100000, checkpoint_interval=20, name="cancelled-pair",
+                                      scaling=training_pb2.Scaling(workers=2)))
+    deadline = time.monotonic() + 180  # hang guard only
+    while _progress_step(store, prefix) < 10 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    before = _progress_step(store, prefix)
+    assert before >= 10, "the two-worker job did not start training"
+    stub.CancelJob(common_pb2.CancelJobRequest(job_id=job.id))
+    final, _ = run_to_end(stub, job)  # without agreement rank 1 waits in DDP's all-reduce and this never ends
+    assert final.state == State.JOB_STATE_CANCELLED
+    records = [store.get_json(stopped_key(prefix, rank)) for rank in range(2)]
+    assert [(r["rank"], r["world_size"]) for r in records] == [(0, 2), (1, 2)]
+    stop = records[0]["step"]
+    assert stop >= before and all(r["step"] == stop and r["last_trained"] == stop - 1 for r in records), records
+    assert _progress_step(store, prefix) <= stop, "no step after the agreed stop was trained"
+    assert all(int(info.key.split("/")[-2]) <= stop
+               for info in store.list(f"{prefix}/checkpoints/") if info.key.endswith("/manifest.json"))
+    assert not store.exists(f"{prefix}/manifest.json")
+    pids = {r["pid"] for r in records}  # this job's own two worker processes, from their stop records
+    assert len(pids) == 2
+    deadline = time.monotonic() + 120  # hang guard: Ray takes the finished worker group down
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in pids if pid_alive(pid)], "a worker process outlived the cancelled job"
 
 
 def test_a_killed_worker_resumes_from_the_last_checkpoint(service):

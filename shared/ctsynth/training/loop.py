@@ -1,6 +1,12 @@
 """The per-worker training loop: the same code under Ray Train (one call per
 worker) and in a plain process (tests, the in-process baseline).
 
+Cancellation: rank 0 reads the cancel marker and every rank takes part in
+a one-element all-reduce of the stop flag before each step (`agree_to_stop`),
+so all ranks leave the loop before the same step; a rank that trained on
+alone would wait in DDP's gradient all-reduce for peers that have left.
+Each rank records where it stopped in `stopped/rank-NNNNN.json`.
+
 Determinism: the model is built from the run's seed on every rank, and the
 RNG is re-seeded from (seed, rank, step) before each step, and each step's
 batch is a function of (seed, step, rank) alone. A run resumed from a
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ctsynth import __version__
@@ -36,6 +43,7 @@ log = logging.getLogger("ctsynth.training")
 CHECKPOINTS = "checkpoints"
 PROGRESS = "progress.json"
 CANCEL = "cancel"
+STOPPED = "stopped"  # one record per rank of a cancelled run: stopped/rank-00000.json
 
 
 class NonFiniteLoss(FailedPrecondition):
@@ -49,6 +57,22 @@ class WorkerContext:
     rank: int = 0
     world_size: int = 1
     report: Callable[[dict], None] = lambda metrics: None
+
+
+def agree_to_stop(wants_stop: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank when any rank wants to stop: a MAX all-reduce of one
+    flag, so all ranks leave the loop before the same step. Every rank must
+    call it at the same point of each step; without a process group (one
+    worker) it is the local flag."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return wants_stop
+    flag = torch.tensor([1 if wants_stop else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def stopped_key(prefix: str, rank: int) -> str:
+    return f"{prefix}/{STOPPED}/rank-{rank:05d}.json"
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -189,9 +213,14 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
     # interval. A step count, not a clock, so every rank reports alike.
     report_interval = spec.checkpoint_interval or spec.steps
     losses: dict[str, float] = {}
+    last_trained = None  # the last step this rank trained in this run
     for step in range(start, spec.steps):
-        if ctx.rank == 0 and store.exists(f"{spec.prefix}/{CANCEL}"):
-            ctx.report({"step": step, "cancelled": 1.0})
+        # Only rank 0 reads the store; the all-reduce shares its answer with every rank.
+        if agree_to_stop(ctx.rank == 0 and store.exists(f"{spec.prefix}/{CANCEL}"), device):
+            store.put_json(stopped_key(spec.prefix, ctx.rank), {
+                "rank": ctx.rank, "world_size": ctx.world_size, "pid": os.getpid(), "step": step,
+                "last_trained": last_trained})
+            ctx.report({"step": step, "cancelled": 1.0})  # every rank: Ray's report is a barrier
             return {"step": step, "cancelled": True}
         torch.manual_seed(step_seed(spec.seed, ctx.rank, step))
         rows = batches.indices(step)
@@ -205,6 +234,7 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
         if bad:
             raise NonFiniteLoss(f"{spec.family}: loss {bad[0]} became {losses[bad[0]]} at step {step}; "
                                 f"the last good checkpoint is kept")
+        last_trained = step
         images += len(rows) * ctx.world_size
         done = step + 1
         if done % spec.log_interval == 0 or done == spec.steps:
