@@ -4,6 +4,9 @@ in it, lazy imports included), for the tests of the package's layering."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import ctsynth
@@ -33,3 +36,13 @@ def imports_of(path: Path, prefixes: tuple[str, ...], package_dir: Path = PACKAG
     """"file:line: name" for each import in `path` of a module named by or under one of `prefixes`."""
     return [f"{path.relative_to(package_dir)}:{line}: {name}" for line, name in imported_names(path, package_dir)
             if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)]
+
+
+def modules_loaded_by(*modules: str) -> list[str]:
+    """Every module a fresh interpreter holds after importing `modules` (this
+    checkout's package first on the path)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")])}
+    code = f"import sys, {', '.join(modules)}\nprint(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
