@@ -22,19 +22,14 @@ from typing import Any, NamedTuple
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
-from torch import nn
 
 from ctsynth.errors import DataLoss
 from ctsynth.models.base import Family
+from ctsynth.models.distributed import unwrap
 from ctsynth.models.families import get_family
 from ctsynth.registry import Registry, parse_ref
 from ctsynth.storage import ObjectStore
 from ctsynth.storage.errors import IntegrityError
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    """The bare module inside a DDP wrapper."""
-    return getattr(module, "module", module)
 
 
 def module_weights(family: Family, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
@@ -43,7 +38,7 @@ def module_weights(family: Family, names: tuple[str, ...] | None = None) -> dict
     for name, module in family.modules.items():
         if names is not None and name not in names:
             continue
-        for key, tensor in _unwrap(module).state_dict().items():
+        for key, tensor in unwrap(module).state_dict().items():
             flat[f"{name}.{key}"] = tensor.detach().to("cpu").contiguous()
     return flat
 
@@ -56,7 +51,7 @@ def load_module_weights(family: Family, flat: dict[str, torch.Tensor], *, strict
         grouped.setdefault(name, {})[rest] = tensor
     for name, module in family.modules.items():
         if name in grouped:
-            _unwrap(module).load_state_dict(grouped.pop(name), strict=strict)
+            unwrap(module).load_state_dict(grouped.pop(name), strict=strict)
         elif strict:
             raise KeyError(f"checkpoint has no weights for module {name!r}")
     if strict and grouped:

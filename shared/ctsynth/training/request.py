@@ -65,5 +65,6 @@ class TrainRequest:
         for required in ("family", "dataset"):
             if required not in values:
                 raise InvalidArgument(required, "is required")
-        return cls(**{key: int(value) if isinstance(value, float) and value.is_integer()
-                      and typing.get_type_hints(cls)[key] is int else value for key, value in values.items()})
+        hints = typing.get_type_hints(cls)  # a job store keeps every number as a double
+        return cls(**{key: int(value) if hints[key] is int and isinstance(value, float) and value.is_integer()
+                      else value for key, value in values.items()})
