@@ -13,8 +13,8 @@ import ctsynth
 from ctsynth.data.dataset_h5 import (
     SLICE_META,
     VOLUME_META,
-    SliceDataset,
-    VolumeDataset,
+    LAYOUTS,
+    StackDataset,
     encode_chunk,
     latest_version,
     open_dataset,
@@ -97,21 +97,24 @@ def test_writer_refuses_mismatched_batches(tmp_path):
 
 
 def test_slice_dataset_selects_rows_through_meta(slices_file):
-    train = SliceDataset(slices_file, split="train", view="axial", condition=True)
-    assert len(train) == 5 and len(SliceDataset(slices_file, split="train")) == 10
+    train = StackDataset(slices_file, 2, split="train", view="axial", with_mask=True, condition=True)
+    assert train.spatial_dims == 2
+    assert len(train) == 5 and len(StackDataset(slices_file, 2, split="train")) == 10
     item = train[3]
     assert item["image"].shape == (1, SIZE, SIZE) and item["image"].dtype == torch.float32
     assert item["image"][0, 0, 0].item() == pytest.approx(0.03, abs=1e-3)
     assert item["mask"].shape == (1, SIZE, SIZE) and item["mask"].max().item() == 1
     assert item["label"].item() == 1
-    test = SliceDataset(slices_file, split="test", with_mask=False)
+    test = StackDataset(slices_file, 2, split="test")
     assert set(test[0]) == {"image"} and test.meta["index"].tolist() == [5, 6, 7]
     with pytest.raises(ValueError):
-        SliceDataset(slices_file, split="training")
+        StackDataset(slices_file, 2, split="training")
+    with pytest.raises(ValueError, match="spatial_dims 4"):
+        StackDataset(slices_file, 4)
 
 
 def test_slice_dataset_pickles_without_its_file_handle_and_works_in_workers(slices_file):
-    dataset = SliceDataset(slices_file, split="train")
+    dataset = StackDataset(slices_file, 2, split="train", with_mask=True)
     dataset[0]  # opens the file in this process
     assert pickle.loads(pickle.dumps(dataset))._file is None
     handle = dataset._h5()
@@ -130,15 +133,22 @@ def test_volume_writer_and_dataset(tmp_path):
             meta = np.zeros(1, VOLUME_META)
             meta["patient"], meta["series_uid"], meta["split"] = f"p{i}", "1.2", split
             meta["spacing_mm"] = 2.0
-            writer.append(meta, volumes=np.full((1, 4, 4, 4), i, np.float16), masks=np.zeros((1, 4, 4, 4), np.uint8))
+            masks = np.zeros((1, 4, 4, 4), np.uint8)
+            masks[0, 1, 2, 3] = i  # a one-voxel nodule in the test volume only
+            writer.append(meta, volumes=np.full((1, 4, 4, 4), i, np.float16), masks=masks)
     with h5py.File(path) as f:
         assert f["volumes"].chunks == (1, 4, 4, 4)
-    dataset = VolumeDataset(path, split="test", with_mask=True)
-    assert len(dataset) == 1
+    dataset = StackDataset(path, 3, split="test", with_mask=True)
+    assert len(dataset) == 1 and dataset.spatial_dims == 3
     item = dataset[0]
-    assert item["volume"].shape == (1, 4, 4, 4) and item["volume"].max().item() == 1
+    assert item["image"].shape == (1, 4, 4, 4) and item["image"].max().item() == 1
     assert item["mask"].shape == (1, 4, 4, 4)
     assert dataset.meta["spacing_mm"].tolist() == [[2.0, 2.0, 2.0]]
+    # A volume's label is whether its mask has any voxel, with or without the mask in the item.
+    labelled = StackDataset(path, 3, condition=True)
+    assert [labelled[i]["label"].item() for i in range(2)] == [0, 1] and set(labelled[0]) == {"image", "label"}
+    with pytest.raises(ValueError, match="volumes have none"):
+        StackDataset(path, 3, view="axial")
 
 
 def test_datasets_give_the_median_voxel_size_of_their_rows_on_the_grid_training_uses(tmp_path, slices_file):
@@ -148,10 +158,10 @@ def test_datasets_give_the_median_voxel_size_of_their_rows_on_the_grid_training_
         meta["patient"], meta["series_uid"], meta["split"] = ["p0", "p1", "p2"], "1.2", ["train", "train", "test"]
         meta["spacing_mm"] = [[10.0, 10.0, 10.0], [12.0, 11.0, 11.0], [50.0, 50.0, 50.0]]
         writer.append(meta, volumes=np.zeros((3, 4, 4, 4), np.float16), masks=np.zeros((3, 4, 4, 4), np.uint8))
-    train = VolumeDataset(path, split="train")
+    train = StackDataset(path, 3, split="train")
     assert train.spacing_mm((4, 4, 4)) == pytest.approx((11.0, 10.5, 10.5))
     assert train.spacing_mm((8, 8, 8)) == pytest.approx((5.5, 5.25, 5.25))  # upsampled: smaller voxels
-    assert SliceDataset(slices_file).spacing_mm((SIZE, SIZE)) is None  # no pixel size recorded (image folders)
+    assert StackDataset(slices_file, 2).spacing_mm((SIZE, SIZE)) is None  # no pixel size recorded (image folders)
 
 
 def publish(store, version, path):
@@ -169,7 +179,7 @@ def test_open_dataset_takes_the_latest_version_and_caches_by_hash(tmp_path, slic
     assert local.read_bytes() == slices_file.read_bytes()
     again, _ = open_dataset(store, "demo", version="2", cache_dir=tmp_path / "cache")
     assert again == local  # same content, same cache entry
-    assert len(SliceDataset(local)) == 13
+    assert len(StackDataset(local, 2)) == 13
 
 
 def test_open_dataset_errors(tmp_path, slices_file):
@@ -183,3 +193,13 @@ def test_open_dataset_errors(tmp_path, slices_file):
     with pytest.raises(IntegrityError):
         open_dataset(store, "demo", cache_dir=tmp_path / "cache")
     assert not list((tmp_path / "cache").iterdir())
+
+
+def test_the_layout_names_the_file_counts_and_shape_of_each_dimensionality():
+    manifest = {"slice_shape": [64, 64], "volume_shape": [32, 32, 32],
+                "splits": {"train": {"slices": 7, "volumes": 2}, "test": {"slices": 3, "volumes": 1}}}
+    slices, volumes = LAYOUTS[2], LAYOUTS[3]
+    assert (slices.file, volumes.file) == ("slices.h5", "volumes.h5")
+    assert slices.item_shape(manifest) == [64, 64] and volumes.item_shape(manifest) == [32, 32, 32]
+    assert (slices.items(manifest, "train"), slices.items(manifest)) == (7, 10)
+    assert (volumes.items(manifest, "test"), volumes.items(manifest), volumes.items(manifest, "validation")) == (1, 3, 0)

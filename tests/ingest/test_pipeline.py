@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from pydicom.uid import JPEGLSLossless
 
-from ctsynth.data.dataset_h5 import SliceDataset, VolumeDataset, read_table
+from ctsynth.data.dataset_h5 import StackDataset, read_table
 from ctsynth.errors import FailedPrecondition, InvalidArgument
 from ctsynth.ingest import IngestOptions, run_ingest
 from ctsynth.ingest.pipeline import TEMP_PREFIX, remove_leftovers
@@ -108,13 +108,13 @@ def test_lidc_files_record_their_parameters(lidc_run):
 
 def test_lidc_torch_datasets(lidc_run):
     _, store, _ = lidc_run
-    train = SliceDataset(published(store, "slices.h5"), split="train", condition=True)
+    train = StackDataset(published(store, "slices.h5"), 2, split="train", with_mask=True, condition=True)
     item = train[0]
     assert item["image"].shape == (1, 64, 64) and item["mask"].shape == (1, 64, 64)
     labels = [train[i]["label"].item() for i in range(len(train))]
     assert labels == [int(bool(train[i]["mask"].sum())) for i in range(len(train))]
-    volumes = VolumeDataset(published(store, "volumes.h5"), with_mask=True)
-    assert volumes[0]["volume"].shape == (1, 32, 32, 32)
+    volumes = StackDataset(published(store, "volumes.h5"), 3, with_mask=True)
+    assert volumes[0]["image"].shape == (1, 32, 32, 32)
     assert sum(volumes[i]["mask"].sum().item() for i in range(len(volumes))) > 0
 
 
@@ -248,7 +248,7 @@ def test_slices_record_the_pixel_size_they_were_fitted_to(ct_tree, store):
     meta = read_table(published(store, "slices.h5"))
     assert set(meta["view"]) == {"axial", "coronal"}
     np.testing.assert_allclose(meta["pixel_mm"], 48 * 0.8 / SMALL["slice_size"], rtol=1e-6)
-    assert SliceDataset(published(store, "slices.h5")).spacing_mm((32, 32)) == pytest.approx((1.2, 1.2))
+    assert StackDataset(published(store, "slices.h5"), 2).spacing_mm((32, 32)) == pytest.approx((1.2, 1.2))
 
 
 def test_oversized_headers_and_damaged_duplicates_cost_only_their_files(ct_tree, store):

@@ -22,6 +22,7 @@ import os
 import re
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -241,51 +242,97 @@ def _selected(meta: np.ndarray, field: str, value: str | None, allowed: tuple[st
     return meta[field] == value
 
 
-class SliceDataset(_H5Rows):
-    """2-D slices of a slices.h5, optionally one split and one view.
+@dataclass(frozen=True)
+class Layout:
+    """Where the items of one dimensionality live in a dataset version: its
+    file, the HDF5 array of its images, its manifest keys and the meta field
+    with its voxel size. Callers look names up here instead of branching on
+    the number of dimensions."""
 
-    Items are dicts: "image" (1, H, W) float32 in [0, 1]; "mask" (1, H, W)
-    float32 0/1 when `with_mask`; "label" int64 (1 = the slice shows a nodule)
-    when `condition`, for class-conditional models.
+    spatial_dims: int
+    file: str  # the dataset file in the version's manifest
+    images: str  # HDF5 array of the images (its masks are always "masks")
+    count: str  # per-split count key in the manifest
+    shape: str  # manifest key of the stored item shape
+    spacing: str  # meta field with the stored voxel size
+
+    def item_shape(self, manifest: Mapping) -> list[int] | None:
+        """The stored (spatial) shape of an item, as the manifest records it."""
+        return manifest.get(self.shape)
+
+    def items(self, manifest: Mapping, split: str | None = None) -> int:
+        """Items of one split (None: every split) as the manifest counts them."""
+        splits = manifest.get("splits", {})
+        if split is None:
+            return sum(s.get(self.count, 0) for s in splits.values())
+        return splits.get(split, {}).get(self.count, 0)
+
+
+LAYOUTS = {
+    2: Layout(2, "slices.h5", "images", "slices", "slice_shape", "pixel_mm"),
+    3: Layout(3, "volumes.h5", "volumes", "volumes", "volume_shape", "spacing_mm"),
+}
+
+
+def layout(spatial_dims: int) -> Layout:
+    if spatial_dims not in LAYOUTS:
+        raise ValueError(f"spatial_dims {spatial_dims}; datasets hold 2 (slices) or 3 (volumes)")
+    return LAYOUTS[spatial_dims]
+
+
+class StackDataset(_H5Rows):
+    """The items of a slices.h5 (2D) or volumes.h5 (3D), optionally one split
+    (and, for slices, one view), through one interface for every family.
+
+    Items are dicts: "image" (1, *spatial) float32 in [0, 1]; "mask" likewise,
+    0/1, when `with_mask`; "label" int64 (1 = a nodule is present: a slice's
+    flag, any mask voxel of a volume) when `condition`.
     """
 
-    def __init__(self, path: str | os.PathLike, split: str | None = None, view: str | None = None,
-                 with_mask: bool = True, condition: bool = False):
+    def __init__(self, path: str | os.PathLike, spatial_dims: int, split: str | None = None,
+                 view: str | None = None, with_mask: bool = False, condition: bool = False):
+        self.layout = layout(spatial_dims)
         meta = read_table(path)
-        super().__init__(path, _selected(meta, "split", split, SPLITS) & _selected(meta, "view", view, VIEWS), meta)
+        keep = _selected(meta, "split", split, SPLITS)
+        if view is not None:
+            if spatial_dims != 2:
+                raise ValueError("views are planes of 2D slices; volumes have none")
+            keep &= _selected(meta, "view", view, VIEWS)
+        super().__init__(path, keep, meta)
         self.with_mask = with_mask
         self.condition = condition
 
-    def spacing_mm(self, shape: Sequence[int]) -> tuple[float, float] | None:
-        """(row, col) pixel size in mm of these slices resized to `shape`."""
-        return self._spacing_mm("images", "pixel_mm", shape)
+    @property
+    def spatial_dims(self) -> int:
+        return self.layout.spatial_dims
+
+    def spacing_mm(self, shape: Sequence[int]) -> tuple[float, ...] | None:
+        """Voxel size in mm per spatial axis ([z,] row, col) of these items resized to `shape`."""
+        return self._spacing_mm(self.layout.images, self.layout.spacing, shape)
+
+    def _label(self, i: int, mask: torch.Tensor | None) -> torch.Tensor:
+        if "has_nodule" in self.meta.dtype.names:
+            present = bool(self.meta["has_nodule"][i])
+        else:
+            present = bool((mask if mask is not None else self._read("masks", i)).any())
+        return torch.tensor(int(present), dtype=torch.int64)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        item = {"image": self._read("images", i)}
+        item = {"image": self._read(self.layout.images, i)}
         if self.with_mask:
             item["mask"] = self._read("masks", i)
         if self.condition:
-            item["label"] = torch.tensor(int(self.meta["has_nodule"][i]), dtype=torch.int64)
+            item["label"] = self._label(i, item.get("mask"))
         return item
 
 
-class VolumeDataset(_H5Rows):
-    """3-D cubes of a volumes.h5: "volume" (1, D, H, W) float32, "mask" likewise when `with_mask`."""
-
-    def __init__(self, path: str | os.PathLike, split: str | None = None, with_mask: bool = False):
-        meta = read_table(path)
-        super().__init__(path, _selected(meta, "split", split, SPLITS), meta)
-        self.with_mask = with_mask
-
-    def spacing_mm(self, shape: Sequence[int]) -> tuple[float, float, float] | None:
-        """(z, y, x) voxel size in mm of these cubes resized to `shape`."""
-        return self._spacing_mm("volumes", "spacing_mm", shape)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        item = {"volume": self._read("volumes", i)}
-        if self.with_mask:
-            item["mask"] = self._read("masks", i)
-        return item
+def open_stack(store: ObjectStore, dataset: str, spatial_dims: int, split: str | None = None, *,
+               with_mask: bool = False, condition: bool = False) -> tuple[StackDataset, dict]:
+    """The `spatial_dims` items of dataset "name:version" (a verified local
+    copy, see `open_dataset`) and its manifest."""
+    name, version = dataset.split(":")
+    path, manifest = open_dataset(store, name, version, file=layout(spatial_dims).file)
+    return StackDataset(path, spatial_dims, split=split, with_mask=with_mask, condition=condition), manifest
 
 
 # --- published datasets -----------------------------------------------------------

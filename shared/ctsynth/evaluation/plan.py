@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ctsynth.data.dataset_h5 import LAYOUTS
 from ctsynth.errors import InvalidArgument
 from ctsynth.evaluation.settings import EvaluationSettings
 from ctsynth.metrics.domain_extractor import FAMILY as EXTRACTOR_FAMILY
@@ -38,7 +39,6 @@ DEFAULT_METRICS = {
 }
 ALTERNATIVES = {2: "fid-3d or fid-2.5d", 3: "fid, kid or pr"}
 MAX_REPEATS = 10
-SPLITS_FILE = {2: "slices.h5", 3: "volumes.h5"}
 
 
 @dataclass(frozen=True)
@@ -124,11 +124,11 @@ def _model_source(values: Mapping[str, Any], models: Registry, max_count: int) -
 def _synthetic_dims(values: Mapping[str, Any], datasets: Registry, reference: str) -> int:
     name, version = reference.split(":")
     files = datasets.manifest(name, version)["files"]
-    dims = int(values.get("spatial_dims") or (2 if SPLITS_FILE[2] in files else 3))
-    if dims not in SPLITS_FILE:
+    dims = int(values.get("spatial_dims") or (2 if LAYOUTS[2].file in files else 3))
+    if dims not in LAYOUTS:
         raise InvalidArgument("spatial_dims", f"{dims}; use 2 (slices) or 3 (volumes)")
-    if SPLITS_FILE[dims] not in files:
-        raise InvalidArgument("synthetic_dataset", f"{reference} has no {SPLITS_FILE[dims]} for a {dims}D evaluation")
+    if LAYOUTS[dims].file not in files:
+        raise InvalidArgument("synthetic_dataset", f"{reference} has no {LAYOUTS[dims].file} for a {dims}D evaluation")
     return dims
 
 
@@ -174,8 +174,8 @@ def plan_evaluation(values: Mapping[str, Any], store: ObjectStore, settings: Eva
     else:
         synthetic = "{}:{}".format(*datasets.resolve(parse_ref(values["synthetic_dataset"], "synthetic_dataset")))
         dims = _synthetic_dims(values, datasets, synthetic)
-    if SPLITS_FILE[dims] not in manifest["files"]:
-        raise InvalidArgument("dataset", f"{name}:{version} has no {SPLITS_FILE[dims]} for a {dims}D evaluation")
+    if LAYOUTS[dims].file not in manifest["files"]:
+        raise InvalidArgument("dataset", f"{name}:{version} has no {LAYOUTS[dims].file} for a {dims}D evaluation")
     split = values.get("split") or "test"
     if split not in manifest.get("splits", {}):
         raise InvalidArgument("split", f"dataset {name}:{version} has no split {split!r}; it has "

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ctsynth.data.dataset_h5 import layout
 from ctsynth.errors import FailedPrecondition, ServiceError
 from ctsynth.evaluation.plan import EvaluationPlan
 from ctsynth.evaluation.sets import ImageSet, generate, read_split, resized, split_size
@@ -132,7 +133,7 @@ class EvaluationRun:
         """(C, *spatial) of a real item as compared, without reading any (from
         the manifest; a model's resolution for a model)."""
         dims = self.plan.spatial_dims
-        stored = self.manifest.get("slice_shape" if dims == 2 else "volume_shape")
+        stored = layout(dims).item_shape(self.manifest)
         if self.plan.model is not None:
             return (1,) + (self.side,) * dims
         return (1, *stored) if stored else self.real().images.shape[1:]

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ctsynth.data.dataset_h5 import SliceDataset, VolumeDataset, open_dataset
-from ctsynth.evaluation.plan import SPLITS_FILE, ModelSource
+from ctsynth.data.dataset_h5 import layout, open_stack
+from ctsynth.evaluation.plan import ModelSource
 from ctsynth.metrics.efficiency import GenerationCost, PeakMemory
 from ctsynth.sampling.engine import Cancellation, SamplingEngine
 from ctsynth.storage import ObjectStore
@@ -51,10 +51,7 @@ def draw_seed(seed: int, draw: int) -> int:
 
 def split_size(manifest: dict, split: str | None, dims: int, limit: int) -> int:
     """How many items `read_split` returns, from the manifest alone."""
-    key = "slices" if dims == 2 else "volumes"
-    splits = manifest.get("splits", {})
-    total = sum(s.get(key, 0) for s in splits.values()) if split is None else splits.get(split, {}).get(key, 0)
-    return min(total, limit)
+    return min(layout(dims).items(manifest, split), limit)
 
 
 def read_split(store: ObjectStore, dataset: str, split: str | None, dims: int, limit: int,
@@ -62,23 +59,18 @@ def read_split(store: ObjectStore, dataset: str, split: str | None, dims: int, l
     """Items of one split (None: all), a fixed seeded subset of `limit` when
     there are more. Labels are tumor presence: a slice's nodule flag, or any
     mask voxel of a volume."""
-    name, version = dataset.split(":")
-    path, _ = open_dataset(store, name, version, file=SPLITS_FILE[dims])
-    rows = SliceDataset(path, split=split, with_mask=False, condition=True) if dims == 2 else \
-        VolumeDataset(path, split=split, with_mask=True)
+    rows, _ = open_stack(store, dataset, dims, split, with_mask=with_masks, condition=True)
     picks = np.arange(len(rows))
     if len(rows) > limit:
         picks = np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(rows))[:limit])
     items = [rows[int(i)] for i in picks]
-    key = "image" if dims == 2 else "volume"
-    images = np.stack([item[key].numpy() for item in items]) if items else np.zeros((0, 1) + (1,) * dims, np.float32)
-    if dims == 2:
-        labels = np.array([int(item["label"]) for item in items], dtype=np.int64)
-        masks = None
-    else:
-        masks = np.stack([item["mask"].numpy().astype(np.uint8) for item in items]) if items else None
-        labels = np.array([int(m.any()) for m in masks], dtype=np.int64) if items else np.zeros(0, np.int64)
-    return ImageSet(images, labels, masks if with_masks else None)
+    empty = (0, 1) + (1,) * dims
+    images = np.stack([item["image"].numpy() for item in items]) if items else np.zeros(empty, np.float32)
+    labels = np.array([int(item["label"]) for item in items], dtype=np.int64)
+    masks = None
+    if with_masks:
+        masks = np.stack([item["mask"].numpy().astype(np.uint8) for item in items]) if items else np.zeros(empty, np.uint8)
+    return ImageSet(images, labels, masks)
 
 
 def resized(images: ImageSet, side: int) -> ImageSet:

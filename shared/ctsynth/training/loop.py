@@ -29,7 +29,7 @@ from torch import nn
 
 from ctsynth import __version__
 from ctsynth.code_version import code_version
-from ctsynth.data.dataset_h5 import SliceDataset, VolumeDataset, open_dataset
+from ctsynth.data.dataset_h5 import StackDataset, open_stack
 from ctsynth.errors import FailedPrecondition, ResourceExhausted
 from ctsynth.models import checkpoint
 from ctsynth.models.base import Batch, Family
@@ -103,20 +103,17 @@ class StepBatches:
         return self._order[start:start + self.batch_size]
 
 
-def _dataset(family_cls: type[Family], spec: TrainSpec, store: ObjectStore):
-    name, version = spec.dataset.split(":")
-    if family_cls.spatial_dims == 3:
-        path, _ = open_dataset(store, name, version, file="volumes.h5")
-        return VolumeDataset(path, split=spec.split, with_mask=family_cls.needs_masks)
-    path, manifest = open_dataset(store, name, version)
-    if family_cls.needs_masks and manifest.get("counts", {}).get("tumor_slices", 0) == 0:
+def _dataset(family: Family, spec: TrainSpec, store: ObjectStore) -> StackDataset:
+    dataset, manifest = open_stack(store, spec.dataset, family.spatial_dims, spec.split,
+                                   with_mask=family.needs_masks, condition=family.conditional(family.config))
+    if family.needs_masks and manifest.get("counts", {}).get("tumor_slices", 0) == 0:
         raise FailedPrecondition(f"{spec.family} needs tumor masks, and dataset {spec.dataset} has none")
-    return SliceDataset(path, split=spec.split, with_mask=family_cls.needs_masks, condition=True)
+    return dataset
 
 
 def _batch(dataset, rows: np.ndarray, device: torch.device, size: int) -> Batch:
     items = [dataset[int(i)] for i in rows]
-    image = torch.stack([item.get("image", item.get("volume")) for item in items]).to(device)
+    image = torch.stack([item["image"] for item in items]).to(device)
     mask = torch.stack([item["mask"] for item in items]).to(device) if "mask" in items[0] else None
     label = torch.stack([item["label"] for item in items]).to(device) if "label" in items[0] else None
     if image.shape[-1] != size:
@@ -189,7 +186,7 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
     config = family_cls.config_cls.from_json(spec.config)
     family = family_cls(config, device=device, precision=spec.precision)
     family.prepare(store, spec)
-    dataset = _dataset(family_cls, spec, store)
+    dataset = _dataset(family, spec, store)
     spacing_mm = dataset.spacing_mm(family.sample_shape()[1:])
     batches = StepBatches(len(dataset), spec.batch_size, spec.seed, ctx.rank, ctx.world_size,
                           family_cls.batches_per_step(config))

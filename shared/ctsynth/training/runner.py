@@ -12,6 +12,7 @@ import os
 import threading
 import time
 
+from ctsynth.data.dataset_h5 import layout
 from ctsynth.errors import FailedPrecondition, InvalidArgument, error_from_status
 from ctsynth.jobs import JobCancelled, JobContext, JobResult
 from ctsynth.models.families import get_family
@@ -59,14 +60,14 @@ def plan(request: TrainRequest, store: ObjectStore, *, job_id: str, version: str
         raise FailedPrecondition(f"family {family_cls.name} needs tumor masks, and the {split} split of dataset "
                                  f"{dataset_name}:{dataset_version} has no slice with a nodule")
     hyper = dict(request.hyperparameters)
-    size_key = "volume_shape" if family_cls.spatial_dims == 3 else "slice_shape"
-    hyper.setdefault("image_size", request.image_size or manifest.get(size_key, [64])[-1])
+    stack = layout(family_cls.spatial_dims)
+    hyper.setdefault("image_size", request.image_size or (stack.item_shape(manifest) or [64])[-1])
     hyper.setdefault("seed", request.seed)
     hyper, extra = family_cls.resolve_inputs(hyper, Registry(store, "models", "model"))
     config = family_cls.config_cls.from_json(hyper)
     batch = request.batch_size or getattr(config, "batch_size", 0) or 8
-    items = counts.get("volumes" if family_cls.spatial_dims == 3 else "slices", 0)
-    steps = _budget_steps(request, items, batch, request.workers, family_cls.batches_per_step(config))
+    steps = _budget_steps(request, stack.items(manifest, split), batch, request.workers,
+                          family_cls.batches_per_step(config))
     resume = ""
     if request.resume_from:
         models = Registry(store, "models", "model")
@@ -121,7 +122,7 @@ def _warn_if_resized(spec: TrainSpec, store: ObjectStore, ctx: JobContext) -> No
     family_cls = get_family(spec.family)
     name, version = spec.dataset.split(":")
     manifest = Registry(store, "datasets", "dataset").manifest(name, version)
-    shape = manifest.get("volume_shape" if family_cls.spatial_dims == 3 else "slice_shape")
+    shape = layout(family_cls.spatial_dims).item_shape(manifest)
     size = spec.config["image_size"]
     if shape and shape[-1] != size:
         ctx.warn(spec.dataset, f"its {'x'.join(map(str, shape))} images are resized to the model's image_size "
