@@ -3,6 +3,8 @@ dataset format (the ingestion tests cover how real ones are made)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,56 @@ def publish_dataset(store, name: str, tmp: Path, *, size: int = 16, per_split: i
     }
     store.publish(f"datasets/{name}/1", {"slices.h5": slices, "volumes.h5": volumes}, manifest)
     return f"{name}:1"
+
+
+@contextmanager
+def hosted_training_service(root: Path) -> Iterator[tuple]:
+    """A TrainingService behind a real gRPC server in this process, with a file
+    store under `root` holding the `tiny` dataset; yields (stub, store)."""
+    from ctsynth.client import open_channel
+    from ctsynth.config import ServerSettings
+    from ctsynth.servicers import host_services
+    from ctsynth.v1 import training_pb2_grpc
+
+    settings = ServerSettings(store_uri=(root / "store").as_uri(), port=0, grace_seconds=1.0)
+    host = host_services(["training"], settings)
+    try:
+        store = host.servicers["training"]._store
+        publish_dataset(store, "tiny", root / "tiny")
+        channel = open_channel(host.address)
+        try:
+            yield training_pb2_grpc.TrainingServiceStub(channel), store
+        finally:
+            channel.close()
+    finally:
+        host.stop(0)
+
+
+def request(family="dcgan", dataset="tiny", steps=4, **fields):
+    """A SubmitTrainingRequest: a few steps on the tiny dataset, batch size 2."""
+    from google.protobuf import struct_pb2
+
+    from ctsynth.v1 import training_pb2
+
+    hyper = struct_pb2.Struct()
+    hyper.update(fields.pop("hyperparameters", {}))
+    fields.setdefault("batch_size", 2)
+    return training_pb2.SubmitTrainingRequest(
+        family=family, dataset=dataset, budget=training_pb2.Budget(steps=steps), hyperparameters=hyper, **fields)
+
+
+def run_to_end(stub, job, timeout: float = 300):
+    """Watch a job to its end; returns (the final Job, every event)."""
+    from ctsynth.v1 import common_pb2
+
+    events = list(stub.WatchJob(common_pb2.WatchJobRequest(job_id=job.id), timeout=timeout))
+    return stub.GetJob(common_pb2.GetJobRequest(job_id=job.id)), events
+
+
+def progress_step(store, prefix: str) -> int:
+    """The last step the workers recorded in `<prefix>/progress.json`, else 0."""
+    key = f"{prefix}/progress.json"
+    return store.get_json(key)["step"] if store.exists(key) else 0
 
 
 @pytest.fixture

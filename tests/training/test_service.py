@@ -8,16 +8,12 @@ import time
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
 
-from ctsynth.client import open_channel
-from ctsynth.config import ServerSettings
 from ctsynth.models.checkpoint import load_model
 from ctsynth.processes import pid_alive
-from ctsynth.servicers import host_services
 from ctsynth.training.loop import stopped_key
-from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
-from tests.training.conftest import publish_dataset
+from ctsynth.v1 import common_pb2, training_pb2
+from tests.training.conftest import hosted_training_service, progress_step, publish_dataset, request, run_to_end
 
 State = common_pb2.JobState
 
@@ -26,28 +22,9 @@ State = common_pb2.JobState
 def service(tmp_path_factory):
     os.environ.setdefault("CTSYNTH_RAY_DASHBOARD", "0")
     root = tmp_path_factory.mktemp("training-service")
-    settings = ServerSettings(store_uri=(root / "store").as_uri(), port=0, grace_seconds=1.0)
-    host = host_services(["training"], settings)
-    store = host.servicers["training"]._store
-    publish_dataset(store, "tiny", root / "tiny")
-    publish_dataset(store, "clean", root / "clean", with_nodules=False)
-    channel = open_channel(host.address)
-    yield training_pb2_grpc.TrainingServiceStub(channel), store
-    channel.close()
-    host.stop(0)
-
-
-def request(family="dcgan", dataset="tiny", steps=4, **fields) -> training_pb2.SubmitTrainingRequest:
-    hyper = struct_pb2.Struct()
-    hyper.update(fields.pop("hyperparameters", {}))
-    fields.setdefault("batch_size", 2)
-    return training_pb2.SubmitTrainingRequest(
-        family=family, dataset=dataset, budget=training_pb2.Budget(steps=steps), hyperparameters=hyper, **fields)
-
-
-def run_to_end(stub, job) -> tuple[common_pb2.Job, list[common_pb2.JobEvent]]:
-    events = list(stub.WatchJob(common_pb2.WatchJobRequest(job_id=job.id), timeout=300))
-    return stub.GetJob(common_pb2.GetJobRequest(job_id=job.id)), events
+    with hosted_training_service(root) as (stub, store):
+        publish_dataset(store, "clean", root / "clean", with_nodules=False)
+        yield stub, store
 
 
 def test_dcgan_trains_with_two_ray_workers_and_registers_a_model(service):
@@ -105,16 +82,11 @@ def test_a_failure_inside_the_workers_fails_the_job_without_retries(service):
     assert final.error.code == "FAILED_PRECONDITION" and "fewer than batch size 64" in final.error.message
 
 
-def _progress_step(store, prefix) -> int:
-    key = f"{prefix}/progress.json"
-    return store.get_json(key)["step"] if store.exists(key) else 0
-
-
 def test_cancel_stops_training_and_keeps_checkpoints(service):
     stub, store = service
     job = stub.SubmitTraining(request(steps=100000, checkpoint_interval=3, name="cancelled"))
     deadline = time.monotonic() + 120
-    while _progress_step(store, "models/cancelled/1") < 4 and time.monotonic() < deadline:
+    while progress_step(store, "models/cancelled/1") < 4 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert stub.CancelJob(common_pb2.CancelJobRequest(job_id=job.id)).state in (
         State.JOB_STATE_CANCELLING, State.JOB_STATE_CANCELLED)
@@ -130,9 +102,9 @@ def test_cancel_stops_both_workers_of_a_two_worker_job_at_the_same_step(service)
     job = stub.SubmitTraining(request(steps=100000, checkpoint_interval=20, name="cancelled-pair",
                                       scaling=training_pb2.Scaling(workers=2)))
     deadline = time.monotonic() + 180  # hang guard only
-    while _progress_step(store, prefix) < 10 and time.monotonic() < deadline:
+    while progress_step(store, prefix) < 10 and time.monotonic() < deadline:
         time.sleep(0.2)
-    before = _progress_step(store, prefix)
+    before = progress_step(store, prefix)
     assert before >= 10, "the two-worker job did not start training"
     stub.CancelJob(common_pb2.CancelJobRequest(job_id=job.id))
     final, _ = run_to_end(stub, job)  # without agreement rank 1 waits in DDP's all-reduce and this never ends
@@ -141,7 +113,7 @@ def test_cancel_stops_both_workers_of_a_two_worker_job_at_the_same_step(service)
     assert [(r["rank"], r["world_size"]) for r in records] == [(0, 2), (1, 2)]
     stop = records[0]["step"]
     assert stop >= before and all(r["step"] == stop and r["last_trained"] == stop - 1 for r in records), records
-    assert _progress_step(store, prefix) <= stop, "no step after the agreed stop was trained"
+    assert progress_step(store, prefix) <= stop, "no step after the agreed stop was trained"
     assert all(int(info.key.split("/")[-2]) <= stop
                for info in store.list(f"{prefix}/checkpoints/") if info.key.endswith("/manifest.json"))
     assert not store.exists(f"{prefix}/manifest.json")
@@ -158,7 +130,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(service):
     steps = 60
     job = stub.SubmitTraining(request(steps=steps, checkpoint_interval=5, name="killed"))
     deadline = time.monotonic() + 120
-    while _progress_step(store, "models/killed/1") < 7 and time.monotonic() < deadline:
+    while progress_step(store, "models/killed/1") < 7 and time.monotonic() < deadline:
         time.sleep(0.1)
     progress = store.get_json("models/killed/1/progress.json")
     assert progress["worker"]["rank"] == 0
