@@ -186,7 +186,10 @@ def test_the_bearer_scheme_is_accepted_in_any_case(tmp_path, value):
 def test_a_call_past_its_deadline_is_logged_as_deadline_exceeded(host, stub, caplog):
     caplog.set_level(logging.INFO, logger="ctsynth.rpc")
     with pytest.raises(grpc.RpcError) as err:
-        stub.GetJob(common_pb2.GetJobRequest(job_id="until-ended"), timeout=1)
+        # A call whose deadline passes before a handler thread takes it is
+        # dropped by gRPC without reaching any handler; 5 s leaves a loaded
+        # 2-core machine time to dispatch it (1 s once did not).
+        stub.GetJob(common_pb2.GetJobRequest(job_id="until-ended"), timeout=5)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     host.stop(10)  # returns once every handler has finished, and so has been logged
     assert [r.code for r in _call_records(caplog)] == ["DEADLINE_EXCEEDED"]
