@@ -36,6 +36,12 @@ log = logging.getLogger("ctsynth.ray")
 ERROR = "error.json"
 _head_lock = threading.Lock()
 _head: subprocess.Popen | None = None
+# Ray Train settings for the local head, which the driver hands on to each
+# run's controller: one machine cannot be preempted, so no watcher actor
+# (one process less per run), and the controller notices a worker group that
+# started or finished within 0.2 s instead of 2 s (measured: an empty 1-worker
+# run 17.6 s -> 14.5 s on 2 cores). A cluster keeps Ray's defaults.
+LOCAL_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 
 def _free_port() -> int:
@@ -53,6 +59,8 @@ def ensure_local_ray(timeout: float = 120.0) -> None:
     with _head_lock:
         if ray.is_initialized():
             return
+        for name, value in LOCAL_TRAIN_ENV.items():  # before the head starts: its workers inherit them
+            os.environ.setdefault(name, value)
         port = _free_port()
         dashboard = os.environ.get("CTSYNTH_RAY_DASHBOARD", "1") != "0"
         # `ctsynth up` chooses the port, so that it can print the URL before Ray starts.
