@@ -3,16 +3,13 @@ ingested phantom LIDC dataset, registers a model that loads, and samples —
 diffusion families with every sampler.
 
 The service runs as deployed except that each run's worker function is
-called in this process, its spec passed through JSON as Ray passes it,
-instead of in a Ray Train worker group (about 15 s of actor start-up per
-run on 2 cores). Ray Train itself is exercised by tests/training/
-test_service.py (two workers, cancel, a killed worker), test_cluster_path.py
-and the demo test, which trains five of these families on the local Ray stack.
+called in this process (`fit_in_this_process`). Ray Train itself is
+exercised by test_service.py (two workers, cancel, a killed worker),
+test_cluster_path.py and the demo test, which trains five of these
+families on the local Ray stack.
 """
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
@@ -24,11 +21,10 @@ from ctsynth.diffusion import SAMPLER_KINDS
 from ctsynth.models.checkpoint import load_model
 from ctsynth.servicers import host_services
 from ctsynth.training import runner
-from ctsynth.training.loop import WorkerContext, train_worker
-from ctsynth.training.spec import TrainSpec
 from ctsynth.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc, training_pb2, training_pb2_grpc
 from tests.models.test_diffusion_families import UNET_TINY, VAE_TINY
 from tests.models.test_gan_families import CASES
+from tests.training.conftest import fit_in_this_process
 
 State = common_pb2.JobState
 GAN_FAMILIES = ("gan", "wgan", "dcgan", "wgan_gp", "unet_gan", "stylegan2")
@@ -44,14 +40,10 @@ HYPER["ddpm3d"] = dict(UNET_TINY)
 HYPER["ldm"] = {**UNET_TINY, "autoencoder": "vae"}
 
 
-def _fit_here(spec: TrainSpec) -> None:
-    train_worker(TrainSpec.from_json(json.loads(json.dumps(spec.to_json()))), WorkerContext())
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, lidc_phantom_root):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner.ray_driver, "fit", _fit_here)
+        patch.setattr(runner.ray_driver, "fit", fit_in_this_process)
         yield from _hosted(tmp_path_factory, lidc_phantom_root)
 
 

@@ -1,4 +1,6 @@
-"""TrainingService through a real gRPC server, training on a local Ray instance."""
+"""TrainingService through a real gRPC server, training on a local Ray
+instance; tests of the service around a run (idempotency, one worker's
+cancel) call the run's worker function in-process instead."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import pytest
 
 from ctsynth.models.checkpoint import load_model
 from ctsynth.processes import pid_alive
+from ctsynth.training import runner
 from ctsynth.training.loop import stopped_key
 from ctsynth.v1 import common_pb2, training_pb2
-from tests.training.conftest import hosted_training_service, progress_step, publish_dataset, request, run_to_end
+from tests.training.conftest import (fit_in_this_process, hosted_training_service, progress_step, publish_dataset,
+                                    request, run_to_end)
 
 State = common_pb2.JobState
 
@@ -47,7 +51,8 @@ def test_dcgan_trains_with_two_ray_workers_and_registers_a_model(service):
     assert loaded.family.sample(2, torch.Generator().manual_seed(0)).shape == (2, 1, 16, 16)
 
 
-def test_resubmitting_the_same_request_returns_the_same_job(service):
+def test_resubmitting_the_same_request_returns_the_same_job(service, monkeypatch):
+    monkeypatch.setattr(runner.ray_driver, "fit", fit_in_this_process)
     stub, _ = service
     first = stub.SubmitTraining(request(steps=2, name="again"))
     run_to_end(stub, first)
@@ -82,7 +87,8 @@ def test_a_failure_inside_the_workers_fails_the_job_without_retries(service):
     assert final.error.code == "FAILED_PRECONDITION" and "fewer than batch size 64" in final.error.message
 
 
-def test_cancel_stops_training_and_keeps_checkpoints(service):
+def test_cancel_stops_training_and_keeps_checkpoints(service, monkeypatch):
+    monkeypatch.setattr(runner.ray_driver, "fit", fit_in_this_process)
     stub, store = service
     job = stub.SubmitTraining(request(steps=100000, checkpoint_interval=3, name="cancelled"))
     deadline = time.monotonic() + 120
