@@ -15,7 +15,8 @@ from ctsynth.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
 class ScriptedIngest(ingest_pb2_grpc.IngestServiceServicer):
     """GetJob's job_id says what to do: "ok", "invalid", "missing", "crash",
-    "until-ended" (returns once the call has ended: give it a deadline), or
+    "until-ended" (returns half a second after the call has ended: give it
+    a deadline; a stop that does not wait for handlers misses its log), or
     "sleep:<seconds>:<marker file>" (touches the marker, then sleeps)."""
 
     def GetJob(self, request, context):
@@ -30,6 +31,7 @@ class ScriptedIngest(ingest_pb2_grpc.IngestServiceServicer):
             ended = threading.Event()
             if context.add_callback(ended.set):
                 ended.wait()
+                time.sleep(0.5)
         if action.startswith("sleep:"):
             _, seconds, marker = action.split(":", 2)
             Path(marker).touch()

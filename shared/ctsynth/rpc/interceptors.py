@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -107,7 +108,30 @@ def _finish_error(exc: BaseException, context: grpc.ServicerContext, outcome: _O
 
 
 class ObservabilityInterceptor(grpc.ServerInterceptor):
-    """Logs, counts and times every call; turns exceptions into statuses."""
+    """Logs, counts and times every call; turns exceptions into statuses.
+
+    It also knows how many handlers are still running: gRPC's own stop ends
+    a call at the transport (a passed deadline, the grace period) while its
+    handler thread may still be finishing, so a graceful stop waits here.
+    """
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._idle = threading.Condition()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for every running handler to finish and be logged."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
+
+    def _entered(self) -> None:
+        with self._idle:
+            self._running += 1
+
+    def _left(self) -> None:
+        with self._idle:
+            self._running -= 1
+            self._idle.notify_all()
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -119,29 +143,33 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
         def observe(behaviour, streaming):
             def begin():
                 request_id = metadata.get("x-request-id") or uuid.uuid4().hex[:16]
+                self._entered()
                 IN_FLIGHT.labels(service).inc()
                 return request_id, time.perf_counter(), _Outcome()
 
             def end(request_id, started, outcome, context):
-                if outcome.code == grpc.StatusCode.OK:
-                    # A handler may set a status without raising.
-                    outcome.code = context.code() or (
-                        grpc.StatusCode.OK if context.is_active() else _ended_early(context)
+                try:
+                    if outcome.code == grpc.StatusCode.OK:
+                        # A handler may set a status without raising.
+                        outcome.code = context.code() or (
+                            grpc.StatusCode.OK if context.is_active() else _ended_early(context)
+                        )
+                    elapsed = time.perf_counter() - started
+                    IN_FLIGHT.labels(service).dec()
+                    REQUESTS.labels(service, method, outcome.code.name).inc()
+                    LATENCY.labels(service, method).observe(elapsed)
+                    log.info(
+                        "call",
+                        extra={
+                            "request_id": request_id,
+                            "method": f"{service}/{method}",
+                            "code": outcome.code.name,
+                            "duration_ms": round(elapsed * 1000, 2),
+                            "peer": context.peer(),
+                        },
                     )
-                elapsed = time.perf_counter() - started
-                IN_FLIGHT.labels(service).dec()
-                REQUESTS.labels(service, method, outcome.code.name).inc()
-                LATENCY.labels(service, method).observe(elapsed)
-                log.info(
-                    "call",
-                    extra={
-                        "request_id": request_id,
-                        "method": f"{service}/{method}",
-                        "code": outcome.code.name,
-                        "duration_ms": round(elapsed * 1000, 2),
-                        "peer": context.peer(),
-                    },
-                )
+                finally:
+                    self._left()
 
             if streaming:
 

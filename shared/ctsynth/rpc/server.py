@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class ServiceHost:
     port: int
     metrics_port: int | None
     services: dict[str, ServiceSpec]
+    observer: ObservabilityInterceptor
     servicers: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -77,7 +79,11 @@ class ServiceHost:
         """Refuse new calls, let in-flight ones finish within the grace period."""
         self.health.enter_graceful_shutdown()
         grace = self.settings.grace_seconds if grace is None else grace
+        deadline = time.monotonic() + grace
         self.server.stop(grace).wait()
+        # gRPC counts a call done when its transport ends (a passed deadline);
+        # its handler may still be returning: give those the rest of the grace.
+        self.observer.wait_idle(max(0.0, deadline - time.monotonic()))
         for servicer in self.servicers.values():
             close = getattr(servicer, "close", None)
             if close is not None:
@@ -92,7 +98,8 @@ def build_server(services: Iterable[ServiceSpec], settings: ServerSettings, *, r
     """
     specs = {spec.name: spec for spec in services}
     # The first interceptor is the outermost: observing wraps auth, so refused calls are logged and counted.
-    interceptors = [ObservabilityInterceptor()]
+    observer = ObservabilityInterceptor()
+    interceptors = [observer]
     if settings.auth_token:
         interceptors.append(TokenAuthInterceptor(settings.auth_token))
     options = [
@@ -122,7 +129,7 @@ def build_server(services: Iterable[ServiceSpec], settings: ServerSettings, *, r
     metrics_port = None
     if settings.metrics_port is not None:
         metrics_port = serve_metrics(settings.metrics_port, settings.host)
-    host = ServiceHost(server, health_servicer, settings, port, metrics_port, specs)
+    host = ServiceHost(server, health_servicer, settings, port, metrics_port, specs, observer)
 
     store = open_store(settings.store_uri)
     for name, spec in specs.items():
