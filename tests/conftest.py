@@ -16,6 +16,9 @@ os.environ.setdefault("CTSYNTH_RAY_DASHBOARD", "0")
 from ctsynth.data.lidc import scans_for_patients
 from ctsynth.data.phantom import write_phantoms
 
+# Tiny trained models and a sampling server, shared by tests/sampling, tests/client and tests/cli.
+pytest_plugins = ("tests.served_models",)
+
 # 87 and 140 slices; together every texture rating, solid and part-solid readers
 # overlapping, and an isolated ground-glass nodule (annotation 102 of 0003).
 PHANTOM_PATIENTS = ("LIDC-IDRI-0078", "LIDC-IDRI-0003")

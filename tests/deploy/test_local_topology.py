@@ -108,7 +108,7 @@ def tiny_model(pod_env, bucket, tmp_path_factory):
     """A dataset and a one-step DCGAN published in the S3 store, for a real Sample call."""
     from ctsynth.storage import open_store
 
-    from tests.sampling.conftest import train
+    from tests.served_models import train
     from tests.training.conftest import publish_dataset
 
     store = open_store(pod_env["CTSYNTH_STORE"], env=pod_env)

@@ -19,7 +19,7 @@ from ctsynth.servicers import SERVICES
 from ctsynth.servicers.evaluation import EvaluationServicer
 from ctsynth.storage import open_store
 from ctsynth.v1 import common_pb2, evaluation_pb2_grpc
-from tests.sampling.conftest import train
+from tests.served_models import train
 from tests.training.conftest import publish_dataset
 
 State = common_pb2.JobState

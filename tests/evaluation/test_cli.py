@@ -7,7 +7,7 @@ import pytest
 from ctsynth import stack
 from ctsynth.cli.main import main
 from ctsynth.storage import open_store
-from tests.sampling.conftest import train
+from tests.served_models import train
 from tests.training.conftest import publish_dataset
 
 

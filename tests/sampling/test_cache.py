@@ -13,7 +13,7 @@ from ctsynth.models.dcgan import DCGAN, DCGANConfig
 from ctsynth.models.checkpoint import LoadedModel
 from ctsynth.sampling.cache import ModelCache
 from ctsynth.storage import StoreUnavailable, open_store
-from tests.sampling.conftest import FlakyStore
+from tests.served_models import FlakyStore
 
 
 def publish_stub(store, tmp_path, name: str, versions: int = 1) -> None:

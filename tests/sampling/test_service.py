@@ -20,7 +20,7 @@ from ctsynth.data.dataset_h5 import decode_strings, open_dataset, read_table
 from ctsynth.storage import open_store
 from ctsynth.v1 import common_pb2, sampling_pb2_grpc
 from ctsynth.v1 import sampling_pb2 as pb
-from tests.sampling.conftest import FlakyStore, start_server, wait_until
+from tests.served_models import FlakyStore, start_server, wait_until
 
 F = pb.OutputFormat
 GAN_MODELS = {"dcgan": {}, "unet-gan": {"condition": common_pb2.CONDITION_TUMOR},

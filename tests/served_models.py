@@ -1,5 +1,8 @@
 """Tiny trained models (GAN and diffusion, 2D and 3D) in one store, and a
-real in-process gRPC server over it."""
+real in-process sampling server over it: the session fixtures `store_uri`,
+`host`, `channel` and `stub` that the sampling, client and CLI tests share
+(a plugin of the root conftest, so the models are trained once per run;
+a folder's own fixture of the same name takes precedence there)."""
 
 from __future__ import annotations
 
