@@ -80,11 +80,14 @@ def wait_until(condition: Callable[[], bool], seconds: float = 20.0) -> bool:
     return condition()
 
 
-def start_server(store_uri: str, store=None, **sampling) -> ServiceHost:
+def start_server(store_uri: str, store=None, max_message_bytes: int | None = None, **sampling) -> ServiceHost:
     """The sampling service on a loopback port, with SamplingSettings overrides
-    (and a store object of the test's own in place of the one at `store_uri`)."""
+    (and a store object of the test's own in place of the one at `store_uri`,
+    and a max message size of its own)."""
     settings = dataclasses.replace(ServerSettings.from_env(store_uri=store_uri), host="127.0.0.1", port=0,
                                    metrics_port=None, max_workers=48, grace_seconds=1.0, auth_token=None)
+    if max_message_bytes is not None:
+        settings = dataclasses.replace(settings, max_message_bytes=max_message_bytes)
     chosen = SamplingSettings.from_env({}, device="cpu", **{"max_batch": 8, **sampling})
     base = SERVICES["sampling"]
     spec = ServiceSpec(base.name, base.full_name,

@@ -46,7 +46,7 @@ def test_names_come_from_the_proto():
 def test_unknown_values_name_their_field():
     with pytest.raises(InvalidArgument) as err:
         SAMPLER_KIND.number("plms")
-    assert err.value.field == "sampler.kind" and "use one of ddpm, ddim, pndm, euler_ancestral, euler-a" in str(err.value)
+    assert err.value.field == "sampler.kind" and "use one of ddpm, ddim, pndm, euler_ancestral, dpm_solver, unipc, rflow, flow_euler, euler-a" in str(err.value)
     with pytest.raises(InvalidArgument) as err:
         OUTPUT_FORMAT.name(99)
     assert err.value.field == "format" and "99" in str(err.value)

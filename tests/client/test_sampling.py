@@ -1,10 +1,12 @@
 """The typed sampling client: arrays, samples with their masks, files with
-an index, early exit cancelling the call, options checked before calling."""
+an index, early exit cancelling the call, options checked before calling,
+volumes streamed in slabs joined back (or refused when they do not join)."""
 
 from __future__ import annotations
 
 import json
 
+import grpc
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -12,8 +14,12 @@ import pytest
 from PIL import Image
 
 from ctsynth.client import SamplingClient
+from ctsynth.client.sampling import whole_items
+from ctsynth.errors import DataLoss
+from ctsynth.sampling.engine import MESSAGE_ENVELOPE_BYTES
+from ctsynth.sampling.formats import size_bound
 from ctsynth.v1 import sampling_pb2 as pb
-from tests.served_models import wait_until
+from tests.served_models import start_server, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +69,65 @@ def test_save_writes_one_file_per_item_and_an_index(client, tmp_path, model, for
 def test_unknown_option_values_are_refused_before_calling(client):
     with pytest.raises(ValueError, match="sampler.kind: unknown 'plms'"):
         next(client.sample("dcgan", 1, sampler="plms"))
+
+
+# --- volumes streamed in slabs -------------------------------------------------------------
+
+def test_slabbed_volumes_are_saved_and_returned_as_the_unsplit_ones(client, store_uri, tmp_path):
+    # 1000 bytes: under an 8^3 volume's 1024 bytes of voxels; DICOM needs room for two slices.
+    limits = {"float16": 1000, "nifti": 1000, "dicom": MESSAGE_ENVELOPE_BYTES + 2 * sum(size_bound("dicom", (1, 8, 8, 8)))}
+    for format, limit in limits.items():
+        host = start_server(store_uri, max_message_bytes=limit)
+        try:
+            with grpc.insecure_channel(host.address) as channel:
+                small = SamplingClient(channel)
+                if format == "float16":
+                    assert np.array_equal(small.arrays("ddpm3d", 2, seed=9, progress=False),
+                                          client.arrays("ddpm3d", 2, seed=9, progress=False))
+                    continue
+                streamed = small.save(tmp_path / f"{format}-slabs", "ddpm3d", 2, seed=9, format=format,
+                                      progress=False)
+        finally:
+            host.stop(0)
+        unsplit = client.save(tmp_path / format, "ddpm3d", 2, seed=9, format=format, progress=False)
+        for got, want in zip(streamed, unsplit, strict=True):
+            if format == "nifti":
+                a, b = nib.load(got), nib.load(want)
+                assert a.shape == b.shape == (8, 8, 8) and np.array_equal(a.affine, b.affine)
+                assert a.header.get_zooms() == b.header.get_zooms()
+                assert np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
+                continue
+            a, b = ([pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))] for folder in (got, want))
+            assert len(a) == len(b) == 8 and len({ds.SeriesInstanceUID for ds in a}) == 1
+            for x, y in zip(a, b):
+                assert [x.ImagePositionPatient, x.PixelSpacing, x.SliceThickness, x.SpacingBetweenSlices] == \
+                    [y.ImagePositionPatient, y.PixelSpacing, y.SliceThickness, y.SpacingBetweenSlices]
+                assert np.array_equal(x.pixel_array, y.pixel_array)
+
+
+def slab(index: int, z0: int, slices: int, depth: int = 4) -> pb.SampleBatch:
+    data = np.full((1, slices, 2, 2), z0, "<f2").tobytes()
+    return pb.SampleBatch(model="m:1", items=[pb.SampleItem(index=index, seed=7, format=pb.OUTPUT_FORMAT_FLOAT16,
+                                                            data=data, shape=[1, slices, 2, 2], dtype="float16",
+                                                            z0=z0, depth=depth)])
+
+
+def test_slabs_join_in_order_into_one_item():
+    (item, model), = list(whole_items([slab(0, 0, 3), slab(0, 3, 1)]))
+    array = np.frombuffer(item.data, "<f2").reshape(item.shape)
+    assert model == "m:1" and list(item.shape) == [1, 4, 2, 2] and item.depth == 0
+    assert array[0, :, 0, 0].tolist() == [0, 0, 0, 3]
+
+
+@pytest.mark.parametrize("batches, message", [
+    ([slab(0, 2, 2), slab(0, 0, 2)], "item 0: a slab starts at slice 2, the next expected is 0"),
+    ([slab(0, 0, 1), slab(0, 2, 2)], "item 0: a slab starts at slice 2, the next expected is 1"),
+    ([slab(0, 0, 2), slab(0, 2, 2, depth=6)], "item 0: a slab says the volume has 6 slices, an earlier one 4"),
+    ([slab(0, 0, 2), slab(0, 2, 3)], "item 0: a slab of shape [1, 3, 2, 2] at slice 2 does not fit"),
+    ([slab(0, 0, 2), slab(1, 0, 4)], "item 0: the stream moved on to item 1 after slices 0-1 of 4"),
+    ([slab(0, 0, 2)], "item 0: the stream ended after slices 0-1 of 4"),
+], ids=["out-of-order", "gap", "depth", "overrun", "moved-on", "ended"])
+def test_slabs_that_do_not_make_a_volume_are_data_loss(batches, message):
+    with pytest.raises(DataLoss) as raised:
+        list(whole_items(batches))
+    assert str(raised.value).startswith(message)

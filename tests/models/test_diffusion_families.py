@@ -1,5 +1,6 @@
-"""The diffusion families (`vae`, `ldm`, `ddpm3d`) on tiny configs: 32^2
-slices, 16^3 volumes, two U-Net levels, T = 8 training timesteps."""
+"""The diffusion families (`vae`, `ldm`, `rflow`, `ddpm3d`) on tiny configs:
+32^2 slices, 16^3 volumes (the latent ones on a 3D vae too), two U-Net
+levels, T = 8 training timesteps."""
 
 from __future__ import annotations
 
@@ -7,30 +8,45 @@ import math
 
 import pytest
 import torch
+from monai.metrics import SSIMMetric
 
-from ctsynth.diffusion import SAMPLER_KINDS
+from ctsynth.diffusion import kinds_for
 from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch, Family
 from ctsynth.models.ddpm3d import DDPM3D
 from ctsynth.models.ldm import LDM
+from ctsynth.models.rflow import RFlow
 from ctsynth.models.families import get_family
-from ctsynth.models.vae import VAE
+from ctsynth.models.vae import VAE, decode
 
 VAE_TINY = {"image_size": 32, "autoencoder_channels": [8, 16, 16], "latent_channels": 3, "norm_num_groups": 8,
             "mid_attention": False, "learning_rate": 1e-3, "disc_start": 1, "disc_channels": 8, "disc_layers": 2}
 UNET_TINY = {"unet_channels": [8, 16], "attention_levels": [False, True], "num_res_blocks": 1, "num_heads": 2,
              "norm_num_groups": 8, "gradient_checkpointing": False, "num_train_timesteps": 8, "learning_rate": 1e-3,
              "warmup_steps": 0, "sampler_kind": "ddim", "sampler_steps": 3}
+VAE_TINY_3D = {**VAE_TINY, "spatial_dims": 3, "image_size": 16}
+FLOW_TINY = {"sampler_kind": "rflow", "sampler_steps": 3}
 TINY = {"vae": VAE_TINY,
+        "vae_3d": VAE_TINY_3D,
         "ldm": {"image_size": 32, "autoencoder": "vae:1", "autoencoder_config": VAE_TINY, **UNET_TINY},
+        "ldm_3d": {"spatial_dims": 3, "image_size": 16, "autoencoder": "vae:2", "autoencoder_config": VAE_TINY_3D,
+                   **UNET_TINY},
+        "rflow": {"image_size": 32, "autoencoder": "vae:1", "autoencoder_config": VAE_TINY, **UNET_TINY,
+                  **FLOW_TINY},
+        "rflow_3d": {"spatial_dims": 3, "image_size": 16, "autoencoder": "vae:2", "autoencoder_config": VAE_TINY_3D,
+                     **UNET_TINY, **FLOW_TINY},
         "ddpm3d": {"image_size": 16, **UNET_TINY}}
-DIFFUSION = ("ldm", "ddpm3d")
+DIFFUSION = ("ldm", "ldm_3d", "rflow", "rflow_3d", "ddpm3d")
 
+
+def family_of(case: str) -> str:
+    """The family a TINY case builds ("ldm_3d" -> "ldm")."""
+    return case.removesuffix("_3d")
 
 
 
 def make(name: str, precision: str = "fp32", seed: int = 0, **changes) -> Family:
-    cls = get_family(name)
+    cls = get_family(family_of(name))
     torch.manual_seed(seed)
     return cls(cls.config_cls.from_json({**TINY[name], **changes}), precision=precision)
 
@@ -51,7 +67,8 @@ def changed(before: list[torch.Tensor], family: Family, name: str) -> bool:
 @pytest.fixture(scope="module")
 def trained() -> dict[str, Family]:
     """One family of each kind (the LDM conditional) after two training steps; only sampled from."""
-    families = {"vae": make("vae"), "ldm": make("ldm", conditional=True), "ddpm3d": make("ddpm3d")}
+    families = {"vae": make("vae"), "ldm": make("ldm", conditional=True), "ldm_3d": make("ldm_3d"),
+                "rflow": make("rflow", conditional=True), "rflow_3d": make("rflow_3d"), "ddpm3d": make("ddpm3d")}
     for family in families.values():
         for step in range(2):
             family.train_step(batch(family, step), step)
@@ -59,8 +76,19 @@ def trained() -> dict[str, Family]:
 
 
 def test_registry_resolves_the_diffusion_families():
-    assert (get_family("vae"), get_family("ldm"), get_family("ddpm3d")) == (VAE, LDM, DDPM3D)
-    assert (VAE.spatial_dims, LDM.spatial_dims, DDPM3D.spatial_dims) == (2, 2, 3)
+    assert [get_family(name) for name in ("vae", "ldm", "rflow", "ddpm3d")] == [VAE, LDM, RFlow, DDPM3D]
+    assert {case: make(case).spatial_dims for case in TINY} == {
+        "vae": 2, "vae_3d": 3, "ldm": 2, "ldm_3d": 3, "rflow": 2, "rflow_3d": 3, "ddpm3d": 3}
+
+
+@pytest.mark.parametrize("name, changes", [
+    ("ldm", {"spatial_dims": 3}), ("rflow_3d", {"spatial_dims": 2}), ("ddpm3d", {"spatial_dims": 2}),
+    ("vae", {"spatial_dims": 4}),
+])
+def test_a_model_of_other_dimensions_than_its_family_or_first_stage_is_refused(name, changes):
+    with pytest.raises(InvalidArgument) as error:
+        make(name, **changes)
+    assert error.value.field == "spatial_dims"
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -76,8 +104,8 @@ def test_training_steps_give_finite_losses_and_update_the_trainable_modules(name
         assert changed(before["ema"], family, "ema")
 
 
-@pytest.mark.parametrize("name", DIFFUSION)
-@pytest.mark.parametrize("kind", SAMPLER_KINDS)
+@pytest.mark.parametrize("name, kind", [(name, kind) for name in DIFFUSION
+                                        for kind in kinds_for(make(name).config.OBJECTIVE)])
 def test_every_sampler_gives_seeded_samples_in_range(trained, name, kind):
     family = trained[name]
     request = {"kind": kind} if kind == "ddpm" else {"kind": kind, "steps": 3}
@@ -238,14 +266,16 @@ def test_vae_adversarial_loss_starts_at_disc_start():
     assert "discriminator" not in plain.modules and "adversarial_d" not in plain.train_step(batch(plain), 5)
 
 
-def test_vae_reconstruction_metrics_use_the_posterior_mean():
-    vae = make("vae")
+@pytest.mark.parametrize("name", ["vae", "vae_3d"])
+def test_vae_validation_metrics_use_the_posterior_mean(name):
+    vae = make(name)
     images = batch(vae).image
-    metrics = vae.reconstruction_metrics(images)
+    metrics = vae.validation_metrics(images)
     reconstruction = vae.modules["autoencoder"].reconstruct(images).clamp(0, 1)
     mse = (reconstruction - images).pow(2).flatten(1).mean(1)
     assert metrics["psnr"] == pytest.approx((10 * torch.log10(1 / mse)).mean().item(), rel=1e-4)
-    assert -1 <= metrics["ssim"] <= 1
+    ssim = SSIMMetric(spatial_dims=vae.spatial_dims, data_range=1.0)(reconstruction, images).mean().item()
+    assert metrics["ssim"] == pytest.approx(ssim, rel=1e-4) and ssim < 0.5  # untrained: far from 1
 
 
 def test_vae_perceptual_loss_needs_a_local_weights_file(tmp_path):
@@ -259,3 +289,39 @@ def test_vae_perceptual_loss_needs_a_local_weights_file(tmp_path):
     losses = vae.train_step(batch(vae), 0)
     assert math.isfinite(losses["perceptual"]) and losses["perceptual"] > 0
     assert losses["loss"] == pytest.approx(losses["l1"] + 1e-6 * losses["kl"] + 0.001 * losses["perceptual"], rel=1e-5)
+
+
+def test_rflow_trains_on_the_straight_path_from_data_to_noise_with_the_velocity_as_target():
+    rflow = make("rflow_3d")
+    x0 = torch.rand(3, *rflow.diffusion_shape(), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(4)
+    noisy, timesteps, target = rflow.noised(x0)
+    torch.manual_seed(4)
+    noise = torch.randn_like(x0)
+    t = (timesteps.float() / rflow.config.num_train_timesteps).view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(noisy, (1 - t) * x0 + t * noise)
+    torch.testing.assert_close(target, x0 - noise)
+    assert 0 <= timesteps.min() and timesteps.max() < 8  # MAISI's timestep transform makes them real numbers
+
+
+def test_rflow_draws_its_training_timesteps_as_configured():
+    assert make("rflow").noise_scheduler.sample_method == "uniform"
+    logit_normal = make("rflow", timestep_sampling="logit-normal", logit_normal_scale=0.5)
+    assert logit_normal.noise_scheduler.sample_method == "logit-normal"
+    with pytest.raises(InvalidArgument) as error:
+        make("rflow", timestep_sampling="cosine")
+    assert error.value.field == "timestep_sampling"
+
+
+def test_a_3d_vae_decodes_large_latents_tile_by_tile_close_to_whole():
+    vae = make("vae_3d")
+    autoencoder = vae.modules["autoencoder"].eval()
+    latents = torch.randn(1, *vae.config.latent_shape()[:1], 16, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        whole = autoencoder.decode(latents)
+        assert torch.equal(decode(autoencoder, latents, vae.config.replace(decode_tile=16)), whole)  # one tile
+        tiled = decode(autoencoder, latents, vae.config.replace(decode_tile=12, decode_overlap=0.5))
+    assert tiled.shape == whole.shape == (1, 1, 64, 64, 64)
+    # GroupNorm sees each tile's statistics, so tiles are close to the whole decode, not equal (as in MAISI).
+    assert (tiled - whole).abs().mean() < 0.25 * whole.std()
+    assert torch.corrcoef(torch.stack([tiled.flatten(), whole.flatten()]))[0, 1] > 0.95

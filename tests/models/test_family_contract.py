@@ -1,7 +1,8 @@
 """The contract every model family keeps, GAN and diffusion alike, on a tiny
 config: it builds, trains with finite losses, checkpoints and resumes bit for
 bit, samples by seed, and its config survives JSON. A new family joins by
-adding its tiny config to TINY (the first test fails until it does)."""
+adding its tiny config to TINY (the first test fails until it does); a
+family that builds slices and volumes has a case of each."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from tests.models import test_diffusion_families, test_gan_families
 
 TINY = {**{name: values for name, (family, values, _, _) in test_gan_families.CASES.items() if name == family},
         **test_diffusion_families.TINY}
+family_of = test_diffusion_families.family_of
 FAST_SAMPLER = {"kind": "ddim", "steps": 2}  # for the families that take sampler settings
 
 
 def build(name: str, *, seed: int = 0, precision: str = "fp32", **changes) -> Family:
-    cls = get_family(name)
+    cls = get_family(family_of(name))
     torch.manual_seed(seed)
     return cls(cls.config_cls.from_json({**TINY[name], **changes}), precision=precision)
 
@@ -58,18 +60,21 @@ def equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
 
-@pytest.fixture(params=family_names())
+@pytest.fixture(params=sorted(TINY))
 def name(request) -> str:
     return request.param
 
 
 def test_every_registered_family_has_a_tiny_config():
-    assert sorted(TINY) == sorted(family_names())
+    covered: dict[str, set[int]] = {}  # and one case for each dimensionality it builds
+    for case in TINY:
+        covered.setdefault(family_of(case), set()).add(build(case).spatial_dims)
+    assert covered == {name: set(get_family(name).config_cls.SUPPORTED_DIMS) for name in family_names()}
 
 
 def test_builds_and_describes_itself(name):
     family = build(name)
-    assert type(family) is get_family(name) and family.name == name and family.description
+    assert type(family) is get_family(family_of(name)) and family.name == family_of(name) and family.description
     assert len(family.sample_shape()) == 1 + family.spatial_dims
     assert family.trainable and set(family.trainable) <= set(family.modules)
 
@@ -137,11 +142,11 @@ def test_config_round_trips_through_json(name):
 
 def test_an_unknown_hyperparameter_is_named(name):
     with pytest.raises(InvalidArgument) as err:
-        get_family(name).config_cls.from_json({**TINY[name], "lerning_rate": 1e-4})
+        get_family(family_of(name)).config_cls.from_json({**TINY[name], "lerning_rate": 1e-4})
     assert err.value.field == "lerning_rate"
 
 
 def test_a_bf16_step_is_finite(name):
-    family = build(name, precision="bf16", **({"disc_start": 0} if name == "vae" else {}))
+    family = build(name, precision="bf16", **({"disc_start": 0} if family_of(name) == "vae" else {}))
     losses = family.train_step(batch(family, 0), 0)
     assert losses and all(math.isfinite(value) for value in losses.values()), losses

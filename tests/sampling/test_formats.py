@@ -11,8 +11,10 @@ import pydicom
 import pytest
 from PIL import Image
 
+from ctsynth.data.nifti import axial_volume
 from ctsynth.errors import InvalidArgument
-from ctsynth.sampling.formats import OutputContext, check_format, encode, encode_mask, hounsfield, output_context
+from ctsynth.sampling.formats import (OutputContext, check_format, encode, encode_mask, encode_slabs, grid_origin_mm,
+                                      hounsfield, output_context, size_bound)
 from ctsynth.storage import open_store
 from tests.dicom_iod import ct_image_problems, dciodvfy_problems
 
@@ -161,3 +163,45 @@ def test_the_iod_check_finds_what_is_missing(tmp_path):
     found = dciodvfy_problems(tmp_path / "bad.dcm")
     if found is not None:
         assert any("PositionReferenceIndicator" in line for line in found)
+
+
+# --- slabs of a volume ---------------------------------------------------------------------
+
+def test_raw_slabs_join_on_z_into_the_item_for_any_channel_count():
+    two_channels = RNG.random((2, 5, 8, 8), dtype=np.float32)
+    whole = encode("float16", two_channels, CONTEXT_3D)
+    slabs = list(encode_slabs("float16", two_channels, CONTEXT_3D, 2))
+    assert [(z0, s.shape) for z0, s in slabs] == [(0, (2, 2, 8, 8)), (2, (2, 2, 8, 8)), (4, (2, 1, 8, 8))]
+    joined = np.concatenate([np.frombuffer(s.data, "<f2").reshape(s.shape) for _, s in slabs], axis=1)
+    assert joined.tobytes() == whole.data
+
+
+def test_nifti_slabs_joined_are_the_file_axial_volume_writes():
+    z0, y0, x0 = grid_origin_mm(VOLUME.shape[1:], CONTEXT_3D.spacing)
+    file = axial_volume(hounsfield(VOLUME[0], WINDOW), CONTEXT_3D.spacing, (x0, y0, z0),
+                        description="synthetic: ctsynth ddpm3d:1").to_bytes()
+    slabs = [s.data for _, s in encode_slabs("nifti", VOLUME, CONTEXT_3D, 3)]
+    assert len(slabs) == 2 and b"".join(slabs) == file == encode("nifti", VOLUME, CONTEXT_3D).data
+
+
+def test_dicom_slabs_are_one_series_placed_by_their_z_in_the_volume():
+    slabs = list(encode_slabs("dicom", VOLUME, CONTEXT_3D, 3))
+    datasets = []
+    for _, slab in slabs:
+        with zipfile.ZipFile(io.BytesIO(slab.data)) as archive:
+            datasets += [(name, pydicom.dcmread(io.BytesIO(archive.read(name)))) for name in archive.namelist()]
+    assert [name for name, _ in datasets] == [f"slice_{k:04d}.dcm" for k in range(4)]
+    assert len({ds.SeriesInstanceUID for _, ds in datasets}) == 1
+    assert [float(ds.ImagePositionPatient[2]) for _, ds in datasets] == [-3.0, -1.0, 1.0, 3.0]  # as unsplit
+    assert [ds.InstanceNumber for _, ds in datasets] == [1, 2, 3, 4]
+
+
+@pytest.mark.filterwarnings("ignore:The value length")  # a 70-character description is too long for LO: known
+@pytest.mark.parametrize("name", ["float16", "hu_int16", "dicom", "nifti"])
+def test_size_bound_holds_for_slabs_and_a_long_model_name(name):
+    context = OutputContext("m" * 64 + ":1234", 3, WINDOW, (2.0, 0.5, 0.5))
+    fixed, per_slice = size_bound(name, VOLUME.shape)
+    for _, slab in encode_slabs(name, VOLUME, context, 3):
+        assert len(slab.data) <= fixed + slab.shape[1] * per_slice
+    png_fixed, png_per = size_bound("png16", SLICE.shape)
+    assert len(encode("png16", SLICE, CONTEXT_2D).data) <= png_fixed + png_per

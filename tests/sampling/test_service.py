@@ -16,7 +16,10 @@ from prometheus_client import REGISTRY
 from PIL import Image
 
 from ctsynth.client import SamplingClient
+from ctsynth.client.sampling import whole_items
 from ctsynth.data.dataset_h5 import decode_strings, open_dataset, read_table
+from ctsynth.sampling.engine import MESSAGE_ENVELOPE_BYTES
+from ctsynth.sampling.formats import size_bound
 from ctsynth.storage import open_store
 from ctsynth.v1 import common_pb2, sampling_pb2_grpc
 from ctsynth.v1 import sampling_pb2 as pb
@@ -189,6 +192,10 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
     (dict(model="ddpm3d", count=1, sampler=pb.SamplerSettings(guidance_scale=-1)), INVALID, "sampler.guidance_scale: "),
     (dict(model="ddpm3d", count=1, sampler=pb.SamplerSettings(eta=-0.1)), INVALID, "sampler.eta: "),
     (dict(model="dcgan", count=1, batch_size=-2), INVALID, "batch_size: "),
+    (dict(model="ddpm3d", count=1, slab_slices=0), INVALID, "slab_slices: 0 must be >= 1"),
+    (dict(model="ddpm3d", count=1, slab_slices=-3), INVALID, "slab_slices: -3 must be >= 1"),
+    (dict(model="ddpm3d", count=1, slab_slices=2 ** 31 - 1), INVALID, "slab_slices: 2147483647 is above "),
+    (dict(model="dcgan", count=1, slab_slices=1), INVALID, "slab_slices: dcgan:1 makes 2D images"),
 ])
 def test_bad_input_gets_a_precise_status(stub, request_fields, code, detail):
     with pytest.raises(grpc.RpcError) as raised:
@@ -308,6 +315,72 @@ def test_load_32_clients_by_20_requests_without_errors_or_memory_growth(stub, ho
     assert received == [sum(1 + r % 3 for r in range(20))] * 32
     assert growth < 200 * 1024 * 1024, f"RSS grew by {growth / 2 ** 20:.0f} MiB"
     assert engine(host).limiter.active == 0
+
+
+# --- volumes above the max message size ---------------------------------------------------
+
+RAW_LIMIT = 1000  # bytes: below the 1024 bytes of an 8^3 volume's float16 or HU voxels alone
+DICOM_LIMIT = MESSAGE_ENVELOPE_BYTES + size_bound("dicom", (1, 8, 8, 8))[0] + 2 * size_bound("dicom", (1, 8, 8, 8))[1]
+
+
+def limited_batches(store_uri: str, limit: int, **request) -> list[pb.SampleBatch]:
+    host = start_server(store_uri, max_message_bytes=limit)
+    try:
+        with grpc.insecure_channel(host.address) as channel:
+            return list(sampling_pb2_grpc.SamplingServiceStub(channel).Sample(pb.SampleRequest(**request)))
+    finally:
+        host.stop(0)
+
+
+def dicom_slices(data: bytes) -> list[tuple[str, pydicom.Dataset]]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return [(name, pydicom.dcmread(io.BytesIO(archive.read(name)))) for name in sorted(archive.namelist())]
+
+
+@pytest.mark.parametrize("format, limit, slab", [
+    (F.OUTPUT_FORMAT_FLOAT16, RAW_LIMIT, 3), (F.OUTPUT_FORMAT_HU_INT16, RAW_LIMIT, 3),
+    (F.OUTPUT_FORMAT_NIFTI, RAW_LIMIT, 1), (F.OUTPUT_FORMAT_DICOM, DICOM_LIMIT, 2)],
+    ids=["float16", "hu_int16", "nifti", "dicom"])
+def test_a_volume_above_the_max_message_size_streams_in_slabs_that_join_to_it(stub, store_uri, format, limit,
+                                                                              slab):
+    whole = items(stub, model="ddpm3d", count=2, seed=6, format=format)  # the default 64 MiB: unsplit
+    assert all(item.depth == 0 and len(item.data) > limit for item in whole)
+    batches = limited_batches(store_uri, limit, model="ddpm3d", count=2, seed=6, format=format)
+    assert max(batch.ByteSize() for batch in batches) < limit
+    slabs = [item for batch in batches for item in batch.items]
+    starts = list(range(0, 8, slab))
+    assert [(s.index, s.z0, s.shape[1], s.depth) for s in slabs] == \
+        [(i, z0, min(slab, 8 - z0), 8) for i in range(2) for z0 in starts]
+    joined = [item for item, _ in whole_items(batches)]
+    assert [(i.index, i.seed, list(i.shape), i.dtype) for i in joined] == \
+        [(i.index, i.seed, list(i.shape), i.dtype) for i in whole]
+    if format != F.OUTPUT_FORMAT_DICOM:  # raw bytes and the .nii file alike: bit-exact
+        assert [i.data for i in joined] == [i.data for i in whole]
+        return
+    for streamed, unsplit in zip(joined, whole):
+        got, want = dicom_slices(streamed.data), dicom_slices(unsplit.data)
+        assert [name for name, _ in got] == [name for name, _ in want]
+        assert len({ds.SeriesInstanceUID for _, ds in got}) == 1
+        for (_, a), (_, b) in zip(got, want):
+            np.testing.assert_array_equal(a.pixel_array, b.pixel_array)
+            for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+                            "SpacingBetweenSlices", "InstanceNumber"):
+                assert a.get(keyword) == b.get(keyword), keyword
+
+
+def test_a_requested_slab_size_splits_a_volume_that_fits(stub):
+    batches = list(stub.Sample(pb.SampleRequest(model="ddpm3d", count=1, seed=2, slab_slices=5)))
+    assert [(item.z0, item.shape[1], item.depth) for b in batches for item in b.items] == [(0, 5, 8), (5, 3, 8)]
+    assert [item.data for item, _ in whole_items(batches)] == [items(stub, model="ddpm3d", count=1, seed=2)[0].data]
+    whole = items(stub, model="ddpm3d", count=1, seed=2, slab_slices=8)
+    assert whole[0].depth == 0 and list(whole[0].shape) == [1, 8, 8, 8]
+
+
+def test_a_slice_above_the_max_message_size_is_resource_exhausted(store_uri):
+    with pytest.raises(grpc.RpcError) as raised:
+        limited_batches(store_uri, RAW_LIMIT, model="ddpm3d", count=1, format=F.OUTPUT_FORMAT_DICOM)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max message size of 1000 bytes" in raised.value.details()
 
 
 # --- models --------------------------------------------------------------------------------

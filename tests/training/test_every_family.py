@@ -17,12 +17,12 @@ from google.protobuf import struct_pb2
 
 from ctsynth.client import open_channel
 from ctsynth.config import ServerSettings
-from ctsynth.diffusion import SAMPLER_KINDS
+from ctsynth.diffusion import kinds_for
 from ctsynth.models.checkpoint import load_model
 from ctsynth.servicers import host_services
 from ctsynth.training import runner
 from ctsynth.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc, training_pb2, training_pb2_grpc
-from tests.models.test_diffusion_families import UNET_TINY, VAE_TINY
+from tests.models.test_diffusion_families import FLOW_TINY, UNET_TINY, VAE_TINY
 from tests.models.test_gan_families import CASES
 from tests.training.conftest import fit_in_this_process
 
@@ -38,6 +38,10 @@ HYPER = {name: _json(CASES[name][1]) for name in GAN_FAMILIES}
 HYPER["vae"] = _json(VAE_TINY)
 HYPER["ddpm3d"] = dict(UNET_TINY)
 HYPER["ldm"] = {**UNET_TINY, "autoencoder": "vae"}
+HYPER["rflow"] = {**UNET_TINY, **FLOW_TINY, "autoencoder": "vae"}
+# The latent families on volumes: a 3D vae published as "vae-3d" and what trains on it.
+VOLUME_HYPER = {"vae": {**_json(VAE_TINY), "spatial_dims": 3}, "ldm": {**UNET_TINY, "autoencoder": "vae-3d"},
+                "rflow": {**UNET_TINY, **FLOW_TINY, "autoencoder": "vae-3d"}}
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +68,13 @@ def _hosted(tmp_path_factory, lidc_phantom_root):
     host.stop(0)
 
 
-def train(stub, family: str) -> common_pb2.Job:
+def train(stub, family: str, volumes: bool = False) -> common_pb2.Job:
     hyper = struct_pb2.Struct()
-    hyper.update(HYPER[family])
+    hyper.update(VOLUME_HYPER[family] if volumes else HYPER[family])
     job = stub.SubmitTraining(training_pb2.SubmitTrainingRequest(
-        family=family, dataset="lidc", hyperparameters=hyper, budget=training_pb2.Budget(steps=2),
-        batch_size=1 if family == "ddpm3d" else 4,  # the phantom train split holds one volume
+        family=family, name=f"{family}-3d" if volumes else "", dataset="lidc", hyperparameters=hyper,
+        budget=training_pb2.Budget(steps=2),
+        batch_size=1 if volumes or family == "ddpm3d" else 4,  # the phantom train split holds one volume
         checkpoint_interval=1, seed=1))
     list(stub.WatchJob(common_pb2.WatchJobRequest(job_id=job.id), timeout=600))
     return stub.GetJob(common_pb2.GetJobRequest(job_id=job.id))
@@ -90,18 +95,24 @@ def test_gan_family_trains_through_the_service(stack, family):
     assert history[-1]["step"] == 2
 
 
-def test_diffusion_families_train_and_sample_with_every_sampler(stack):
+@pytest.mark.parametrize("volumes", [False, True], ids=["slices", "volumes"])
+def test_diffusion_families_train_and_sample_with_every_sampler(stack, volumes):
     stub, store = stack
-    for family in ("vae", "ddpm3d", "ldm"):
-        final = train(stub, family)
+    families = ("vae", "ldm", "rflow") if volumes else ("vae", "ddpm3d", "ldm", "rflow")
+    for family in families:
+        final = train(stub, family, volumes)
         assert final.state == State.JOB_STATE_SUCCEEDED, f"{family}: {final.error.message}"
         model = load_model(store, final.result)
-        expected = (1, 16, 16, 16) if family == "ddpm3d" else (1, 32, 32)
-        kinds = SAMPLER_KINDS if family != "vae" else (None,)
+        expected = (1, 16, 16, 16) if volumes or family == "ddpm3d" else (1, 32, 32)
+        assert model.family.spatial_dims == len(expected) - 1
+        kinds = kinds_for(model.family.config.OBJECTIVE) if family != "vae" else (None,)
         for kind in kinds:
             sampler = {"kind": kind, "steps": 8 if kind == "ddpm" else 3} if kind else None
             out = model.family.sample(1, torch.Generator().manual_seed(0), sampler=sampler)
             assert out.shape[1:] == expected and torch.isfinite(out).all(), (family, kind)
             assert 0 <= out.min() and out.max() <= 1
-    ldm = load_model(store, "ldm")
-    assert ldm.config["config"]["autoencoder"] == "vae:1", "the LDM records the VAE version it was trained on"
+    first_stage = "vae-3d:1" if volumes else "vae:1"
+    for family in ("ldm", "rflow"):
+        latent = load_model(store, f"{family}-3d" if volumes else family)
+        assert latent.config["config"]["autoencoder"] == first_stage, "it records the VAE version it was trained on"
+        assert latent.config["config"]["spatial_dims"] == latent.config["spatial_dims"] == (3 if volumes else 2)

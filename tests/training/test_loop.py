@@ -22,6 +22,7 @@ from ctsynth.training.loop import (CANCEL, NonFiniteLoss, StepBatches, WorkerCon
                                    stopped_key, train_worker)
 from ctsynth.training.request import TrainRequest
 from ctsynth.training.spec import TrainSpec
+from ctsynth.data.dataset_h5 import open_stack
 from tests.training.conftest import PIXEL_MM
 
 
@@ -317,3 +318,19 @@ def test_cancel_stops_every_rank_before_the_same_step(store, tiny_dataset, tmp_p
     assert [(r["rank"], r["step"], r["last_trained"]) for r in records] == [(0, 3, 2), (1, 3, 2)]
     assert store.get_json(f"{spec.prefix}/progress.json")["step"] == 3
     assert not store.exists(f"{spec.prefix}/manifest.json")
+
+
+def test_a_published_model_carries_its_family_metrics_on_the_validation_split(store, tiny_dataset, monkeypatch):
+    """Known answer: the tiny family's "metric" is the mean intensity of what
+    it is shown, so the record must be the mean of the first 5 validation slices."""
+    monkeypatch.setattr(TinyFamily, "validation_items", 5)
+    monkeypatch.setattr(TinyFamily, "validation_metrics", lambda self, images: {"mean": images.mean().item()})
+    spec = make_spec(store, tiny_dataset)
+    train_worker(spec, WorkerContext())
+    dataset, _ = open_stack(store, tiny_dataset, 2, "validation")
+    expected = torch.stack([dataset[i]["image"] for i in range(5)]).mean().item()
+    record = store.get_json(f"{spec.prefix}/metrics.json")["validation"]
+    assert record == {"mean": pytest.approx(expected, rel=1e-6), "items": 5}
+    assert store.read_manifest(spec.prefix)["headline"]["validation_mean"] == pytest.approx(expected, rel=1e-6)
+    checkpoint_metrics = store.get_json(f"{spec.prefix}/checkpoints/000000003/metrics.json")
+    assert "validation" not in checkpoint_metrics  # measured once, for the published version

@@ -22,6 +22,8 @@ def add_parser(commands) -> None:
                         help="npy: float16 in [0, 1]; hu: int16 Hounsfield units (.npy); png, png16: 2D only; "
                              "dicom: CT files marked synthetic; nifti: volumes only")
     parser.add_argument("--batch-size", type=int, default=0, help="items per streamed batch (default: the server's)")
+    parser.add_argument("--slab-slices", type=int, help="volumes: at most this many slices per streamed message "
+                                                        "(default: as many as fit)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -32,6 +34,6 @@ def run(args) -> int:
         written = SamplingClient(channel).save(
             args.out, args.model, args.count, seed=args.seed, condition=args.condition, sampler=args.sampler,
             steps=args.steps, eta=args.eta, guidance=args.guidance, psi=args.psi, format=args.format,
-            batch_size=args.batch_size, progress=not args.quiet)
+            batch_size=args.batch_size, slab_slices=args.slab_slices, progress=not args.quiet)
     print(f"{len(written)} samples in {args.out}")
     return 0

@@ -5,6 +5,9 @@
         sample.array            # (C, H, W) float16 in [0, 1]
     client.save("out/", "ddpm3d:2", 4, format="nifti")
 
+A volume the server streams in z-slabs (SampleItem.depth > 0) is joined
+back here, checked slab by slab, so callers only ever see whole items.
+
 The initial call is retried with exponential backoff while the service (or
 its object store) is UNAVAILABLE; once items flow, an error is raised as is,
 since retrying would repeat items already delivered.
@@ -17,7 +20,7 @@ import json
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,7 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
+from ctsynth.errors import DataLoss
 from ctsynth.proto_enums import CONDITION, OUTPUT_FORMAT, SAMPLER_KIND
 from ctsynth.v1 import common_pb2, sampling_pb2, sampling_pb2_grpc
 
@@ -66,6 +70,71 @@ def _sample(item: sampling_pb2.SampleItem, model: str) -> Sample:
                   decode(format, item.data, shape), mask)
 
 
+def whole_items(batches: Iterable[sampling_pb2.SampleBatch]) -> Iterator[tuple[sampling_pb2.SampleItem, str]]:
+    """Each item of a stream whole, with its batch's model: a volume's slabs
+    joined in z order. Slabs out of order, missing, overlapping or disagreeing
+    about their volume are DataLoss, never a wrong volume."""
+    slabs: list[sampling_pb2.SampleItem] = []
+    for batch in batches:
+        for item in batch.items:
+            if slabs and item.index != slabs[0].index:
+                raise DataLoss(f"item {slabs[0].index}: the stream moved on to item {item.index} after slices "
+                               f"0-{_end(slabs) - 1} of {slabs[0].depth}")
+            if not item.depth and not slabs:
+                yield item, batch.model
+                continue
+            _check_slab(slabs, item)
+            slabs.append(item)
+            if _end(slabs) == item.depth:
+                yield _joined(slabs), batch.model
+                slabs = []
+    if slabs:
+        raise DataLoss(f"item {slabs[0].index}: the stream ended after slices 0-{_end(slabs) - 1} of {slabs[0].depth}")
+
+
+def _end(slabs: list[sampling_pb2.SampleItem]) -> int:
+    return slabs[-1].z0 + slabs[-1].shape[1] if slabs else 0
+
+
+def _check_slab(slabs: list[sampling_pb2.SampleItem], item: sampling_pb2.SampleItem) -> None:
+    first, end = (slabs or [item])[0], _end(slabs)
+    if item.depth != first.depth:
+        raise DataLoss(f"item {item.index}: a slab says the volume has {item.depth} slices, an earlier one "
+                       f"{first.depth}")
+    if item.z0 != end:
+        raise DataLoss(f"item {item.index}: a slab starts at slice {item.z0}, the next expected is {end} "
+                       "(slabs out of order or missing)")
+    if len(item.shape) != 4 or item.shape[1] < 1 or end + item.shape[1] > item.depth:
+        raise DataLoss(f"item {item.index}: a slab of shape {list(item.shape)} at slice {item.z0} does not fit a "
+                       f"volume of {item.depth} slices")
+    if (item.seed, item.format, item.dtype, item.shape[0], item.shape[2:]) != \
+            (first.seed, first.format, first.dtype, first.shape[0], first.shape[2:]):
+        raise DataLoss(f"item {item.index}: its slabs disagree on seed, format, dtype or slice shape")
+
+
+def _joined(slabs: list[sampling_pb2.SampleItem]) -> sampling_pb2.SampleItem:
+    """The whole item of its slabs: raw arrays joined on z, the DICOM slice
+    files in one ZIP, the NIfTI file's bytes in order (as the proto says)."""
+    first = slabs[0]
+    format = OUTPUT_FORMAT.name(first.format)
+    if format in RAW_DTYPES:
+        data = np.concatenate([decode(format, slab.data, tuple(slab.shape)) for slab in slabs], axis=1).tobytes()
+    elif format == "dicom":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as joined:
+            for slab in slabs:
+                with zipfile.ZipFile(io.BytesIO(slab.data)) as part:
+                    for name in part.namelist():
+                        joined.writestr(name, part.read(name))
+        data = buffer.getvalue()
+    else:
+        data = b"".join(slab.data for slab in slabs)
+    return sampling_pb2.SampleItem(
+        index=first.index, seed=first.seed, condition=first.condition, format=first.format, data=data,
+        shape=[first.shape[0], first.depth, *first.shape[2:]], dtype=first.dtype,
+        mask=b"".join(slab.mask for slab in slabs))  # one channel: its bytes join on z
+
+
 def _write(sample: Sample, folder: Path) -> str:
     """Write one sample under `folder`; returns the file (or folder) name."""
     stem = f"{sample.index:06d}"
@@ -94,18 +163,19 @@ class SamplingClient:
     def sample(self, model: str, count: int, *, seed: int = 0, condition: str | None = None,
                sampler: str | None = None, steps: int = 0, eta: float | None = None,
                guidance: float | None = None, psi: float | None = None, format: str = "float16",
-               batch_size: int = 0, progress: bool = True, timeout: float | None = None) -> Iterator[Sample]:
+               batch_size: int = 0, slab_slices: int | None = None, progress: bool = True,
+               timeout: float | None = None) -> Iterator[Sample]:
         """Stream `count` samples of `model` ("name", "name:version"); the
         same arguments give the same pixels. Leaving the loop early cancels
         the call on the server."""
         request = self.request(model, count, seed=seed, condition=condition, sampler=sampler, steps=steps, eta=eta,
-                               guidance=guidance, psi=psi, format=format, batch_size=batch_size)
+                               guidance=guidance, psi=psi, format=format, batch_size=batch_size,
+                               slab_slices=slab_slices)
         with tqdm(total=count, unit="item", desc=model, disable=not progress, file=sys.stderr,
                   dynamic_ncols=True) as bar:
-            for batch in self._stream(request, timeout):
-                for item in batch.items:
-                    yield _sample(item, batch.model)
-                bar.update(len(batch.items))
+            for item, model_version in whole_items(self._stream(request, timeout)):
+                yield _sample(item, model_version)
+                bar.update(1)
 
     def arrays(self, model: str, count: int, **options) -> np.ndarray:
         """(count, C, *spatial) of a raw or PNG format (default float16)."""
@@ -139,14 +209,15 @@ class SamplingClient:
     @staticmethod
     def request(model: str, count: int, *, seed: int = 0, condition: str | None = None, sampler: str | None = None,
                 steps: int = 0, eta: float | None = None, guidance: float | None = None, psi: float | None = None,
-                format: str = "float16", batch_size: int = 0) -> sampling_pb2.SampleRequest:
+                format: str = "float16", batch_size: int = 0,
+                slab_slices: int | None = None) -> sampling_pb2.SampleRequest:
         """The SampleRequest for these options; an unknown name is a ValueError
         (InvalidArgument) raised before any call."""
         settings = sampling_pb2.SamplerSettings(kind=SAMPLER_KIND.number(sampler), steps=steps, eta=eta,
                                                 guidance_scale=guidance)
         return sampling_pb2.SampleRequest(model=model, count=count, seed=seed, condition=CONDITION.number(condition),
                                           sampler=settings, truncation_psi=psi, format=OUTPUT_FORMAT.number(format),
-                                          batch_size=batch_size)
+                                          batch_size=batch_size, slab_slices=slab_slices)
 
     def _stream(self, request: sampling_pb2.SampleRequest, timeout: float | None) -> Iterator[sampling_pb2.SampleBatch]:
         for attempt in range(self.retries + 1):

@@ -27,21 +27,44 @@ from torch import nn
 from ctsynth.errors import InvalidArgument
 
 
+ITEMS = {2: "slices", 3: "volumes"}  # what a model of each spatial_dims makes
+
+
 @dataclass(frozen=True)
 class FamilyConfig:
     """Base of every family's config. Subclasses add fields with defaults and
-    validate them in `validate()` by raising `InvalidArgument(field, reason)`."""
+    validate them in `validate()` by raising `InvalidArgument(field, reason)`.
+    `spatial_dims` says whether the model makes slices (2) or volumes (3);
+    `SUPPORTED_DIMS` which of the two a family builds."""
+
+    SUPPORTED_DIMS: ClassVar[tuple[int, ...]] = (2,)
 
     image_size: int = 64
     channels: int = 1
     seed: int = 0
+    spatial_dims: int = 2
 
     def __post_init__(self) -> None:
+        self.check_dims(self.spatial_dims)
         if not 8 <= self.image_size <= 1024:
             raise InvalidArgument("image_size", f"{self.image_size} is outside 8-1024")
         if self.channels < 1:
             raise InvalidArgument("channels", f"{self.channels} must be >= 1")
         self.validate()
+
+    @classmethod
+    def check_dims(cls, spatial_dims: int) -> int:
+        if spatial_dims not in cls.SUPPORTED_DIMS:
+            supported = " or ".join(f"{dims} ({ITEMS[dims]})" for dims in cls.SUPPORTED_DIMS)
+            raise InvalidArgument("spatial_dims", f"{spatial_dims}; this family builds {supported}")
+        return spatial_dims
+
+    @classmethod
+    def dims_in(cls, values: Mapping[str, Any]) -> int:
+        """The `spatial_dims` that config values ask for (the default where
+        they name none), checked before the rest: it picks the dataset layout
+        that other defaults come from."""
+        return cls.check_dims(_coerce("spatial_dims", values.get("spatial_dims", cls.spatial_dims), int))
 
     def validate(self) -> None:
         """Range checks of the subclass's own fields."""
@@ -159,7 +182,6 @@ class Family(ABC):
 
     name: ClassVar[str]
     config_cls: ClassVar[type[FamilyConfig]]
-    spatial_dims: ClassVar[int] = 2
     needs_masks: ClassVar[bool] = False
     description: ClassVar[str] = ""
     # Sampler settings for quick previews (checkpoint grids): few steps for
@@ -172,6 +194,11 @@ class Family(ABC):
         self.precision = Precision(precision, self.device)
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for slices, 3 for volumes: the config's."""
+        return self.config.spatial_dims
 
     @classmethod
     def conditional(cls, config: FamilyConfig) -> bool:
@@ -223,6 +250,15 @@ class Family(ABC):
     def prepare(self, store, spec) -> None:
         """Training-runtime hook, before the first step: load what the spec's
         extra inputs name (the LDM's frozen vae weights)."""
+
+    # Held-out items the family measures itself on when its model is
+    # published (`validation_metrics`); 0 for families that measure nothing.
+    validation_items: ClassVar[int] = 0
+
+    def validation_metrics(self, images: torch.Tensor) -> dict[str, float]:
+        """Metrics of the trained model on held-out images (N, C, *spatial)
+        in [0, 1], averaged over them (the vae's reconstruction PSNR and SSIM)."""
+        return {}
 
     def sampler_options(self, sampler: Mapping[str, Any], truncation_psi: float | None) -> dict[str, Any]:
         """The `sampler` argument `sample` gets for a request's sampler

@@ -9,17 +9,20 @@ it); default sampler ancestral DDPM over all T.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ctsynth.models.denoising_diffusion import DenoisingDiffusion, DiffusionConfig
 
 
 @dataclass(frozen=True)
 class DDPM3DConfig(DiffusionConfig):
-    """Seed 001's defaults (see `DiffusionConfig`)."""
+    """Seed 001's defaults (see `DiffusionConfig`), on volumes."""
+
+    SUPPORTED_DIMS: ClassVar[tuple[int, ...]] = (3,)
+    spatial_dims: int = 3
 
 
 class DDPM3D(DenoisingDiffusion):
     name = "ddpm3d"
     config_cls = DDPM3DConfig
-    spatial_dims = 3
     description = "3D DDPM on CT volumes (seed 001 §III): residual 3D U-Net, T=1000, Adam 1e-5, EMA, checkpointing"

@@ -44,9 +44,15 @@ NULL_LABEL = 2  # class embeddings: 0 no tumor, 1 tumor, 2 null (classifier-free
 
 
 @dataclass(frozen=True)
-class DiffusionConfig(FamilyConfig):
-    """U-Net, noise schedule, optimisation, conditioning and default sampler
-    of a diffusion family; defaults are seed 001's 3D DDPM."""
+class DenoiserConfig(FamilyConfig):
+    """U-Net, optimisation, conditioning and default sampler of a family that
+    trains a denoiser, for either objective: `DiffusionConfig` adds a DDPM
+    noise schedule, `FlowConfig` (models/rflow.py) a rectified flow's
+    timestep distribution. Defaults are seed 001's 3D DDPM."""
+
+    OBJECTIVE: ClassVar[str]  # "noise" (DDPM's epsilon/v objective) or "flow" (rectified-flow velocity)
+    TRAINING_KIND: ClassVar[str]  # the sampler kind whose scheduler noises training samples
+    PREVIEW_KIND: ClassVar[str]  # a few-step sampler kind for checkpoint grids
 
     image_size: int = 128
     unet_channels: tuple[int, ...] = (32, 64, 128, 256)  # one level each; halving the size between levels
@@ -57,11 +63,6 @@ class DiffusionConfig(FamilyConfig):
     flash_attention: bool = True  # PyTorch's fused scaled_dot_product_attention (seed 000 §6.2: less memory)
     gradient_checkpointing: bool = True
     num_train_timesteps: int = 1000
-    schedule: str = "linear_beta"  # a MONAI NoiseSchedules name
-    beta_start: float = 1e-4
-    beta_end: float = 2e-2
-    prediction_type: str = "epsilon"  # or v_prediction
-    clip_sample: bool = True  # clamp predicted x0 to [-1, 1] while sampling (pixel space)
     learning_rate: float = 1e-5
     warmup_steps: int = 0  # linear learning-rate warm-up from 0
     ema_decay: float = 0.9999
@@ -77,13 +78,15 @@ class DiffusionConfig(FamilyConfig):
         return self.image_size
 
     def schedule_args(self) -> dict[str, Any]:
-        """The noise schedule as `make_scheduler` keywords."""
-        return {"num_train_timesteps": self.num_train_timesteps, "schedule": self.schedule,
-                "beta_start": self.beta_start, "beta_end": self.beta_end,
-                "prediction_type": self.prediction_type, "clip_sample": self.clip_sample}
+        """The training schedule as `make_scheduler` keywords for this objective."""
+        raise NotImplementedError
 
     def sampler_defaults(self) -> SamplerSettings:
         return SamplerSettings(self.sampler_kind, self.sampler_steps, self.sampler_eta, self.sampler_guidance_scale)
+
+    def sampler_settings(self, request: Mapping[str, Any] | None) -> SamplerSettings:
+        """The default sampler with a request's settings over it, checked for this objective."""
+        return self.sampler_defaults().override(request, self.num_train_timesteps, objective=self.OBJECTIVE)
 
     def validate(self) -> None:
         channels, levels = self.unet_channels, len(self.unet_channels)
@@ -104,6 +107,36 @@ class DiffusionConfig(FamilyConfig):
                                                    f"got {self.diffusion_side()}")
         if not 1 <= self.num_train_timesteps <= 10000:
             raise InvalidArgument("num_train_timesteps", f"{self.num_train_timesteps} is outside 1-10000")
+        if not self.learning_rate > 0:
+            raise InvalidArgument("learning_rate", f"{self.learning_rate} must be > 0")
+        if self.warmup_steps < 0:
+            raise InvalidArgument("warmup_steps", f"{self.warmup_steps} must be >= 0")
+        for name in ("ema_decay", "p_uncond"):
+            if not 0 <= getattr(self, name) < 1:
+                raise InvalidArgument(name, f"{getattr(self, name)} is outside [0, 1)")
+        self.sampler_defaults().check(self.num_train_timesteps, prefix="sampler_", objective=self.OBJECTIVE)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig(DenoiserConfig):
+    """A denoiser trained on DDPM's objective over a beta schedule."""
+
+    OBJECTIVE: ClassVar[str] = "noise"
+    TRAINING_KIND: ClassVar[str] = "ddpm"
+    PREVIEW_KIND: ClassVar[str] = "ddim"
+
+    schedule: str = "linear_beta"  # a MONAI NoiseSchedules name
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    prediction_type: str = "epsilon"  # or v_prediction
+    clip_sample: bool = True  # clamp predicted x0 to [-1, 1] while sampling (pixel space)
+
+    def schedule_args(self) -> dict[str, Any]:
+        return {"num_train_timesteps": self.num_train_timesteps, "schedule": self.schedule,
+                "beta_start": self.beta_start, "beta_end": self.beta_end,
+                "prediction_type": self.prediction_type, "clip_sample": self.clip_sample}
+
+    def validate(self) -> None:
         if self.schedule not in SCHEDULES:
             raise InvalidArgument("schedule", f"{self.schedule!r}; use one of {', '.join(SCHEDULES)}")
         if not 0 < self.beta_start < self.beta_end < 1:
@@ -112,17 +145,10 @@ class DiffusionConfig(FamilyConfig):
         if self.prediction_type not in PREDICTION_TYPES:
             raise InvalidArgument("prediction_type",
                                   f"{self.prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}")
-        if not self.learning_rate > 0:
-            raise InvalidArgument("learning_rate", f"{self.learning_rate} must be > 0")
-        if self.warmup_steps < 0:
-            raise InvalidArgument("warmup_steps", f"{self.warmup_steps} must be >= 0")
-        for name in ("ema_decay", "p_uncond"):
-            if not 0 <= getattr(self, name) < 1:
-                raise InvalidArgument(name, f"{getattr(self, name)} is outside [0, 1)")
-        self.sampler_defaults().check(self.num_train_timesteps, prefix="sampler_")
+        super().validate()
 
 
-def build_unet(config: DiffusionConfig, spatial_dims: int, in_channels: int) -> DiffusionModelUNet:
+def build_unet(config: DenoiserConfig, spatial_dims: int, in_channels: int) -> DiffusionModelUNet:
     """The denoiser eps_theta: (N, in_channels, *spatial), t (N,)[, class (N,)] -> (N, in_channels, *spatial)."""
     return DiffusionModelUNet(
         spatial_dims=spatial_dims, in_channels=in_channels, out_channels=in_channels,
@@ -147,10 +173,10 @@ class DenoisingDiffusion(Family):
     the images mapped to [-1, 1] here; subclasses map images to latents by
     overriding `diffusion_shape`, `encode` and `decode`."""
 
-    config_cls: ClassVar[type[DiffusionConfig]]
+    config_cls: ClassVar[type[DenoiserConfig]]
     optimizer_cls: ClassVar[type[torch.optim.Optimizer]] = torch.optim.Adam
 
-    def __init__(self, config: DiffusionConfig, device: torch.device | str = "cpu", precision: str = "fp32"):
+    def __init__(self, config: DenoiserConfig, device: torch.device | str = "cpu", precision: str = "fp32"):
         super().__init__(config, device, precision)
         unet = build_unet(config, self.spatial_dims, self.diffusion_shape()[0]).to(self.device)
         ema = make_ema(unet)
@@ -158,15 +184,17 @@ class DenoisingDiffusion(Family):
             enable_checkpointing(unet)
         self.modules.update(unet=unet, ema=ema)
         self.optimizers["unet"] = self.optimizer_cls(unet.parameters(), lr=config.learning_rate)
-        self.noise_scheduler = make_scheduler("ddpm", **config.schedule_args())
+        # The training chain of the objective: noising and timestep draws.
+        self.noise_scheduler = make_scheduler(config.TRAINING_KIND, objective=config.OBJECTIVE,
+                                              **config.schedule_args())
 
     @property
     def preview_sampler(self) -> dict[str, Any]:
-        """DDIM with at most 20 steps: enough for a checkpoint grid."""
-        return {"kind": "ddim", "steps": min(20, self.config.num_train_timesteps)}
+        """The objective's few-step sampler with at most 20 steps: enough for a checkpoint grid."""
+        return {"kind": self.config.PREVIEW_KIND, "steps": min(20, self.config.num_train_timesteps)}
 
     @classmethod
-    def conditional(cls, config: DiffusionConfig) -> bool:
+    def conditional(cls, config: DenoiserConfig) -> bool:
         return config.conditional
 
     def diffusion_shape(self) -> tuple[int, ...]:
@@ -186,19 +214,23 @@ class DenoisingDiffusion(Family):
         warmup = self.config.warmup_steps
         return self.config.learning_rate * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
 
+    def noised(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_t, t, target) of one training step: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps,
+        t ~ U{0..T-1}, the target eps or v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022)."""
+        noise = torch.randn_like(x0)
+        timesteps = torch.randint(0, self.config.num_train_timesteps, (x0.shape[0],), device=self.device)
+        noisy = self.noise_scheduler.add_noise(x0, noise, timesteps)
+        if self.config.prediction_type == "epsilon":
+            return noisy, timesteps, noise
+        return noisy, timesteps, self.noise_scheduler.get_velocity(x0, noise, timesteps)
+
     def train_step(self, batch: Batch, step: int) -> dict[str, float]:
-        """One step of L_simple on x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t ~ U{0..T-1}."""
+        """One step of the L2 loss between the U-Net's output at (x_t, t) and the objective's target."""
         config = self.config
         unet, optimizer = self.modules["unet"], self.optimizers["unet"]
         with torch.no_grad():
             x0 = self.encode(batch.image.to(self.device)).float()
-        noise = torch.randn_like(x0)
-        timesteps = torch.randint(0, config.num_train_timesteps, (x0.shape[0],), device=self.device)
-        noisy = self.noise_scheduler.add_noise(x0, noise, timesteps)
-        if config.prediction_type == "epsilon":
-            target = noise
-        else:  # v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022)
-            target = self.noise_scheduler.get_velocity(x0, noise, timesteps)
+        noisy, timesteps, target = self.noised(x0)
         for group in optimizer.param_groups:
             group["lr"] = self.learning_rate(step)
         optimizer.zero_grad(set_to_none=True)
@@ -226,8 +258,7 @@ class DenoisingDiffusion(Family):
         """The config's default sampler with the request's settings over it."""
         if truncation_psi is not None:
             raise InvalidArgument("truncation_psi", f"{self.name} is not a style GAN")
-        settings = self.config.sampler_defaults().override(sampler, self.config.num_train_timesteps)
-        return dataclasses.asdict(settings)
+        return dataclasses.asdict(self.config.sampler_settings(sampler))
 
     @torch.no_grad()
     def sample(self, count: int, generator: torch.Generator, *, labels: torch.Tensor | None = None,
@@ -235,7 +266,7 @@ class DenoisingDiffusion(Family):
         """`count` samples from the EMA denoiser. A conditional family given no
         labels samples unconditionally (the null class)."""
         config = self.config
-        settings = config.sampler_defaults().override(sampler, config.num_train_timesteps)
+        settings = config.sampler_settings(sampler)
         labels, guidance_scale = self._sampling_labels(count, labels), settings.guidance_scale
         if config.conditional and labels is None:
             labels, guidance_scale = torch.full((count,), NULL_LABEL, device=self.device), 1.0
@@ -246,7 +277,8 @@ class DenoisingDiffusion(Family):
                 return ema(x, t, class_labels=y).float()
 
         noise = initial_noise((count, *self.diffusion_shape()), generator, self.device)
-        chain = Sampler(settings.kind, make_scheduler(settings.kind, **config.schedule_args()))
+        chain = Sampler(settings.kind, make_scheduler(settings.kind, objective=config.OBJECTIVE,
+                                                      **config.schedule_args()))
         x0 = chain.run(guided(model_fn, labels, NULL_LABEL, guidance_scale), noise, generator,
                        steps=settings.steps, eta=settings.eta)
         return self.decode(x0)

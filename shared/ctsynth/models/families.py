@@ -17,6 +17,7 @@ _FAMILIES = {
     "stylegan2": "ctsynth.models.stylegan2:StyleGAN2",
     "vae": "ctsynth.models.vae:VAE",
     "ldm": "ctsynth.models.ldm:LDM",
+    "rflow": "ctsynth.models.rflow:RFlow",
     "ddpm3d": "ctsynth.models.ddpm3d:DDPM3D",
 }
 

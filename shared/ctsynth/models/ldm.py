@@ -1,8 +1,10 @@
-"""`ldm`: seed 000's latent diffusion on 256^2 axial slices (§4.2.2, §4.4.3).
+"""`ldm`: seed 000's latent diffusion on 256^2 axial slices (§4.2.2, §4.4.3),
+and the same model on volumes when its `vae` is 3D (`spatial_dims` follows
+the vae), so that the DDPM objective compares with `rflow` on equal footing.
 
 A frozen, separately trained `vae` (module "autoencoder") maps slices to
 latents z (f = 4: 4 x 64 x 64); a MONAI `DiffusionModelUNet` (the helper
-`denoising_diffusion.build_unet`, with `spatial_dims` = 2) learns to denoise z * scale
+`denoising_diffusion.build_unet`) learns to denoise z * scale
 (Rombach et al. 2022) with T = 1000 and seed 000's beta range
 8.5e-4 -> 1.2e-2. CompVis's "linear" schedule, which seed 000 ran, is linear
 in sqrt(beta) (`make_beta_schedule`: linspace(sqrt(b0), sqrt(b1)) ** 2), so
@@ -23,7 +25,7 @@ guidance (see `denoising_diffusion`); default sampler DDIM with 200 steps (seed 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -31,27 +33,21 @@ from monai.networks.nets import AutoencoderKL
 from torch import nn
 
 from ctsynth.errors import InvalidArgument
-from ctsynth.models.base import Batch
-from ctsynth.models.denoising_diffusion import DenoisingDiffusion, DiffusionConfig
-from ctsynth.models.vae import VAEConfig, build_autoencoder
+from ctsynth.models.base import ITEMS, Batch
+from ctsynth.models.denoising_diffusion import DenoiserConfig, DenoisingDiffusion, DiffusionConfig
+from ctsynth.models.vae import VAEConfig, build_autoencoder, decode
 
 
 @dataclass(frozen=True)
-class LDMConfig(DiffusionConfig):
+class LatentConfig(DenoiserConfig):
+    """A denoiser in the latent space of a trained `vae`, slices or volumes as the vae makes."""
+
+    SUPPORTED_DIMS: ClassVar[tuple[int, ...]] = (2, 3)
+
     image_size: int = 256
     autoencoder: str = ""  # model reference of the trained VAE, e.g. "vae:3" (the runtime loads its weights)
     autoencoder_config: dict[str, Any] = field(default_factory=dict, hash=False)  # that VAE's config.json
     scale_factor: float | None = None  # None: 1 / std of the first batch's latents
-    unet_channels: tuple[int, ...] = (320, 640, 1280, 1280)
-    attention_levels: tuple[bool, ...] = (True, True, True, False)
-    schedule: str = "scaled_linear_beta"
-    beta_start: float = 8.5e-4
-    beta_end: float = 1.2e-2
-    clip_sample: bool = False  # latents are not bounded
-    learning_rate: float = 4e-5
-    warmup_steps: int = 5000
-    sampler_kind: str = "ddim"
-    sampler_steps: int = 200
 
     def vae_config(self) -> VAEConfig:
         """The first stage's config; its errors name `autoencoder_config.<field>`."""
@@ -67,29 +63,50 @@ class LDMConfig(DiffusionConfig):
 
     def validate(self) -> None:
         vae = self.vae_config()
+        if vae.spatial_dims != self.spatial_dims:
+            raise InvalidArgument("spatial_dims", f"{self.spatial_dims}, but the vae makes {vae.spatial_dims}D "
+                                                  f"{ITEMS[vae.spatial_dims]}")
         if (vae.channels, vae.image_size) != (self.channels, self.image_size):
-            raise InvalidArgument("autoencoder_config", f"the VAE takes {vae.channels}x{vae.image_size}^2 images, "
-                                                        f"this LDM {self.channels}x{self.image_size}^2")
+            raise InvalidArgument("autoencoder_config", f"the VAE takes {vae.channels}x{vae.image_size}^"
+                                                        f"{vae.spatial_dims} items, this model "
+                                                        f"{self.channels}x{self.image_size}^{self.spatial_dims}")
         if self.scale_factor is not None and not self.scale_factor > 0:
             raise InvalidArgument("scale_factor", f"{self.scale_factor} must be > 0")
         super().validate()
 
 
+@dataclass(frozen=True)
+class LDMConfig(LatentConfig, DiffusionConfig):
+    """Seed 000's latent diffusion (see the module docstring)."""
+
+    unet_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    attention_levels: tuple[bool, ...] = (True, True, True, False)
+    schedule: str = "scaled_linear_beta"
+    beta_start: float = 8.5e-4
+    beta_end: float = 1.2e-2
+    clip_sample: bool = False  # latents are not bounded
+    learning_rate: float = 4e-5
+    warmup_steps: int = 5000
+    sampler_kind: str = "ddim"
+    sampler_steps: int = 200
+
+
 class FirstStage(nn.Module):
     """The frozen VAE and the latent scale factor (a buffer, saved with the LDM)."""
 
-    def __init__(self, vae: AutoencoderKL, scale_factor: float):
+    def __init__(self, vae: AutoencoderKL, config: VAEConfig, scale_factor: float):
         super().__init__()
         self.vae = vae.requires_grad_(False).eval()
+        self.config = config
         self.register_buffer("scale_factor", torch.tensor(float(scale_factor)))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (N, C, H, W) in [0, 1] -> scaled posterior samples (N, L, H/f, W/f)."""
+        """Images (N, C, *spatial) in [0, 1] -> scaled posterior samples (N, L, *spatial/f)."""
         return self.vae.encode_stage_2_inputs(images) * self.scale_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> images in [0, 1]."""
-        return self.vae.decode(latents / self.scale_factor).float().clamp(0, 1)
+        """Scaled latents -> images in [0, 1] (tiled as the vae's config says)."""
+        return decode(self.vae, latents / self.scale_factor, self.config).float().clamp(0, 1)
 
     @torch.no_grad()
     def calibrate(self, images: torch.Tensor) -> None:
@@ -102,13 +119,14 @@ class FirstStage(nn.Module):
 class LDM(DenoisingDiffusion):
     name = "ldm"
     config_cls = LDMConfig
-    spatial_dims = 2
     optimizer_cls = torch.optim.AdamW
-    description = "Latent diffusion on a trained VAE (seed 000 §4.2.2): 2D U-Net, T=1000, classifier-free guidance"
+    description = ("Latent diffusion on a trained VAE (seed 000 §4.2.2): 2D or 3D U-Net as the vae, T=1000, "
+                   "classifier-free guidance")
 
     def __init__(self, config: LDMConfig, device: torch.device | str = "cpu", precision: str = "fp32"):
         super().__init__(config, device, precision)
-        first_stage = FirstStage(build_autoencoder(config.vae_config()), config.scale_factor or 1.0)
+        vae = config.vae_config()
+        first_stage = FirstStage(build_autoencoder(vae), vae, config.scale_factor or 1.0)
         self.modules["autoencoder"] = first_stage.to(self.device)
 
     @property
@@ -130,7 +148,8 @@ class LDM(DenoisingDiffusion):
         vae_config = models.store.get_json(f"{prefix}/config.json")
         if vae_config.get("family") != "vae":
             raise InvalidArgument("autoencoder", f"{name}:{version} is a {vae_config.get('family')} model, not a vae")
-        resolved = {**hyperparameters, "autoencoder": f"{name}:{version}", "autoencoder_config": vae_config["config"]}
+        resolved = {"spatial_dims": vae_config["config"].get("spatial_dims", 2), **hyperparameters,
+                    "autoencoder": f"{name}:{version}", "autoencoder_config": vae_config["config"]}
         return resolved, {"autoencoder_prefix": prefix}
 
     def prepare(self, store, spec) -> None:

@@ -1,6 +1,7 @@
 """`vae`: the first stage of seed 000's latent diffusion (§4.2.2, §4.4.3), a
 KL-regularised autoencoder (MONAI `AutoencoderKL`, Rombach et al. 2022) for
-single-channel CT slices.
+single-channel CT slices or, with `spatial_dims` 3, volumes (MAISI's first
+stage is a 3D KL autoencoder too, at 4x per axis).
 
 Seed 000 trains it with CompVis's LPIPSWithDiscriminator: reconstruction
 loss, KL weight 1e-6 and a patch discriminator switched on at `disc_start`
@@ -13,7 +14,14 @@ KL summed over latent elements and averaged over the batch, a fixed
 adversarial weight) instead of CompVis's per-image sums with an adaptive
 discriminator weight. Architecture defaults are seed 000's first stage:
 base 64 channels x (1, 2, 4), one residual block per level, 4 latent
-channels (downsampling factor f = 4), no attention in the levels.
+channels (downsampling factor f = 4), no attention in the levels. In 3D the
+perceptual loss is MONAI's 2.5D one (the 2D ResNet-50 on slices of the three
+planes, `is_fake_3d`).
+
+Large volumes decode by sliding window over the latent (MONAI
+`sliding_window_inference`, tiles of `decode_tile` latent voxels blended
+with Gaussian weights), so a 256^3 or 512^3 decode holds one tile's
+activations at a time instead of the whole volume's.
 """
 
 from __future__ import annotations
@@ -21,10 +29,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
 from monai.losses import PatchAdversarialLoss, PerceptualLoss
 from monai.metrics import PSNRMetric, SSIMMetric
 from monai.networks.nets import AutoencoderKL, PatchDiscriminator
@@ -40,6 +49,8 @@ ADAM_BETAS = (0.5, 0.9)  # CompVis AutoencoderKL, both optimizers
 
 @dataclass(frozen=True)
 class VAEConfig(FamilyConfig):
+    SUPPORTED_DIMS: ClassVar[tuple[int, ...]] = (2, 3)
+
     image_size: int = 256
     autoencoder_channels: tuple[int, ...] = (64, 128, 256)  # one level per entry: f = 2 ** (levels - 1)
     num_res_blocks: int = 1
@@ -55,15 +66,17 @@ class VAEConfig(FamilyConfig):
     disc_start: int = 50001
     disc_channels: int = 64
     disc_layers: int = 3
+    decode_tile: int = 0  # latent voxels per tile side when decoding; 0 decodes whole
+    decode_overlap: float = 0.25  # of a tile, shared with its neighbours
 
     @property
     def downsampling_factor(self) -> int:
         return 2 ** (len(self.autoencoder_channels) - 1)
 
-    def latent_shape(self) -> tuple[int, int, int]:
-        """(latent_channels, H / f, W / f)."""
+    def latent_shape(self) -> tuple[int, ...]:
+        """(latent_channels, *spatial / f)."""
         side = self.image_size // self.downsampling_factor
-        return (self.latent_channels, side, side)
+        return (self.latent_channels,) + (side,) * self.spatial_dims
 
     def validate(self) -> None:
         if len(self.autoencoder_channels) not in (3, 4):
@@ -80,6 +93,10 @@ class VAEConfig(FamilyConfig):
         for name in ("num_res_blocks", "latent_channels", "disc_channels", "disc_layers"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(name, f"{getattr(self, name)} must be >= 1")
+        if self.decode_tile < 0:
+            raise InvalidArgument("decode_tile", f"{self.decode_tile} must be >= 0 (0 decodes whole)")
+        if not 0 <= self.decode_overlap < 1:
+            raise InvalidArgument("decode_overlap", f"{self.decode_overlap} is outside [0, 1)")
         for name in ("kl_weight", "perceptual_weight", "adversarial_weight", "disc_start"):
             if not getattr(self, name) >= 0:
                 raise InvalidArgument(name, f"{getattr(self, name)} must be >= 0")
@@ -93,13 +110,24 @@ class VAEConfig(FamilyConfig):
 
 
 def build_autoencoder(config: VAEConfig) -> AutoencoderKL:
-    """MONAI's AutoencoderKL for (N, channels, H, W) images -> (N, latent_channels, H/f, W/f) latents."""
-    return AutoencoderKL(spatial_dims=2, in_channels=config.channels, out_channels=config.channels,
+    """MONAI's AutoencoderKL for (N, channels, *spatial) images -> (N, latent_channels, *spatial/f) latents."""
+    return AutoencoderKL(spatial_dims=config.spatial_dims, in_channels=config.channels, out_channels=config.channels,
                          channels=config.autoencoder_channels, num_res_blocks=config.num_res_blocks,
                          attention_levels=(False,) * len(config.autoencoder_channels),
                          latent_channels=config.latent_channels, norm_num_groups=config.norm_num_groups,
                          with_encoder_nonlocal_attn=config.mid_attention,
                          with_decoder_nonlocal_attn=config.mid_attention)
+
+
+def decode(autoencoder: AutoencoderKL, latents: torch.Tensor, config: VAEConfig) -> torch.Tensor:
+    """Latents (N, L, *spatial/f) -> images, whole or, when `decode_tile` is
+    set and smaller than the latent, tile by tile."""
+    spatial = latents.shape[2:]
+    tile = config.decode_tile
+    if not tile or all(side <= tile for side in spatial):
+        return autoencoder.decode(latents)
+    return sliding_window_inference(latents, roi_size=(tile,) * len(spatial), sw_batch_size=1,
+                                    predictor=autoencoder.decode, overlap=config.decode_overlap, mode="gaussian")
 
 
 def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
@@ -121,7 +149,7 @@ class VAE(Family):
                                                           lr=config.learning_rate, betas=ADAM_BETAS)
         if config.adversarial != "none":
             self.modules["discriminator"] = PatchDiscriminator(
-                spatial_dims=2, num_layers_d=config.disc_layers, channels=config.disc_channels,
+                spatial_dims=config.spatial_dims, num_layers_d=config.disc_layers, channels=config.disc_channels,
                 in_channels=config.channels, out_channels=1).to(self.device)
             self.optimizers["discriminator"] = torch.optim.Adam(self.modules["discriminator"].parameters(),
                                                                 lr=config.learning_rate, betas=ADAM_BETAS)
@@ -135,8 +163,8 @@ class VAE(Family):
             return None
         if not os.path.isfile(path):
             raise InvalidArgument("perceptual_weights", f"{path} is not a readable file")
-        return PerceptualLoss(spatial_dims=2, network_type="resnet50", pretrained=True,
-                              pretrained_path=path).to(self.device)
+        return PerceptualLoss(spatial_dims=self.config.spatial_dims, network_type="resnet50", pretrained=True,
+                              pretrained_path=path, is_fake_3d=self.config.spatial_dims == 3).to(self.device)
 
     def train_step(self, batch: Batch, step: int) -> dict[str, float]:
         config = self.config
@@ -178,14 +206,18 @@ class VAE(Family):
         self.precision.step(optimizer)
         return loss.item()
 
+    validation_items = 32
+
     @torch.no_grad()
-    def reconstruction_metrics(self, images: torch.Tensor) -> dict[str, float]:
-        """PSNR (dB) and SSIM of images (N, C, H, W) in [0, 1] against their
-        reconstructions from the posterior mean, averaged over the batch."""
+    def validation_metrics(self, images: torch.Tensor) -> dict[str, float]:
+        """PSNR (dB) and SSIM of images in [0, 1] against their reconstructions
+        from the posterior mean (the SSIM window fits the smallest side)."""
         images = images.to(self.device).float()
         reconstruction = unwrap(self.modules["autoencoder"]).reconstruct(images).clamp(0, 1)
+        side = min(images.shape[2:])
+        ssim = SSIMMetric(spatial_dims=self.spatial_dims, data_range=1.0, win_size=min(11, side - 1 + side % 2))
         return {"psnr": PSNRMetric(max_val=1.0)(reconstruction, images).mean().item(),
-                "ssim": SSIMMetric(spatial_dims=2, data_range=1.0)(reconstruction, images).mean().item()}
+                "ssim": ssim(reconstruction, images).mean().item()}
 
     @torch.no_grad()
     def sample(self, count: int, generator: torch.Generator, *, labels: torch.Tensor | None = None,
@@ -198,4 +230,4 @@ class VAE(Family):
         if sampler:
             raise InvalidArgument("sampler", f"vae has no sampler settings, got {sorted(sampler)}")
         latents = initial_noise((count, *self.config.latent_shape()), generator, self.device)
-        return unwrap(self.modules["autoencoder"]).decode(latents).float().clamp(0, 1)
+        return decode(unwrap(self.modules["autoencoder"]), latents, self.config).float().clamp(0, 1)

@@ -5,10 +5,15 @@ model, admits it through the limiter, and keeps two pieces of it in flight
 in the batcher: while one is encoded and sent the next is being sampled, so
 the first piece is ready after one piece's work whatever the count, and a
 request holds at most two pieces of memory however slowly its client reads.
+
+A piece is one message. A volume too large for one (or for the request's
+`slab_slices`) goes out as z-slabs, one piece each, encoded one at a time,
+so that no message and no encoded buffer holds the whole volume.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -17,13 +22,14 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctsynth.errors import InvalidArgument
+from ctsynth.errors import InvalidArgument, ResourceExhausted
 from ctsynth.models.base import Family
 from ctsynth.models.checkpoint import LoadedModel
 from ctsynth.observability.prometheus import SAMPLING_DURATION, SAMPLING_FIRST_ITEM, SAMPLING_ITEMS, SAMPLING_REQUESTS
 from ctsynth.sampling.batcher import Batcher, item_bytes
 from ctsynth.sampling.cache import ModelCache
-from ctsynth.sampling.formats import Encoded, OutputContext, check_format, encode, encode_mask, output_context
+from ctsynth.sampling.formats import (Encoded, OutputContext, check_format, encode, encode_mask, encode_slabs,
+                                      output_context, size_bound)
 from ctsynth.sampling.limits import Limiter
 from ctsynth.sampling.seeds import either_label, item_seed
 from ctsynth.sampling.settings import SamplingSettings
@@ -31,6 +37,9 @@ from ctsynth.sampling.utilization import watch_utilization
 from ctsynth.storage import ObjectStore
 
 PIECES_IN_FLIGHT = 2
+# What a message holds besides its items' data and masks (model reference,
+# settings, indexes, shape...), with room to spare.
+MESSAGE_ENVELOPE_BYTES = 512
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class SampleSpec:
     truncation_psi: float | None = None
     format: str = "float16"
     batch_size: int = 0  # items per piece; 0: the server decides
+    slab_slices: int | None = None  # volumes: at most this many slices per piece; None: as many as fit
 
     def check(self, max_count: int) -> None:
         """The checks that need no model; INVALID_ARGUMENT naming the field."""
@@ -56,6 +66,8 @@ class SampleSpec:
             raise InvalidArgument("seed", f"{self.seed} is not a 64-bit unsigned integer")
         if self.batch_size < 0:
             raise InvalidArgument("batch_size", f"{self.batch_size} must be >= 0 (0: the server decides)")
+        if self.slab_slices is not None and self.slab_slices < 1:
+            raise InvalidArgument("slab_slices", f"{self.slab_slices} must be >= 1 (unset: as many as fit a message)")
         if self.sampler.get("steps", 0) < 0:
             raise InvalidArgument("sampler.steps", f"{self.sampler['steps']} must be >= 0 (0: the sampler's default)")
         for name in ("eta", "guidance_scale"):
@@ -72,6 +84,8 @@ class Item:
     label: int | None  # the condition it was sampled with
     encoded: Encoded
     mask: bytes  # uint8 0/1 when the model makes masks, else empty
+    z0: int = 0  # a slab's first slice
+    depth: int = 0  # the slices of the volume a slab is part of; 0: the item is whole
 
 
 @dataclass(frozen=True)
@@ -143,24 +157,47 @@ class SamplingEngine:
         check_format(spec.format, family.spatial_dims, family.sample_shape()[0])
         options = family.sampler_options(spec.sampler, spec.truncation_psi)
         context = self._context(model)
+        shape = family.sample_shape()
+        fixed, per_slice = size_bound(spec.format, shape)
+        per_slice += math.prod(shape[-2:]) if family.sample_masks() else 0
+        budget = self.max_message_bytes - MESSAGE_ENVELOPE_BYTES
+        depth = shape[1] if family.spatial_dims == 3 else 1
+        slab = self._slab_slices(spec, model, (budget - fixed) // per_slice, depth)
         rows = min(spec.count, spec.batch_size or self.batcher.rows(model),
-                   max(1, self.max_message_bytes // item_bytes(model)))
+                   max(1, budget // (fixed + depth * per_slice)))
         # A piece is held as float32 samples and as encoded bytes (at most as large).
         with self.limiter.admit(PIECES_IN_FLIGHT * rows * item_bytes(model) * 2):
             SAMPLING_REQUESTS.labels(model.name, spec.format).inc()
-            for number, piece in enumerate(self._pieces(model, spec, options, context, rows, cancellation)):
+            for number, piece in enumerate(self._pieces(model, spec, options, context, rows, slab, cancellation)):
                 if number == 0:
                     SAMPLING_FIRST_ITEM.observe(time.perf_counter() - started)
                 yield piece
-                SAMPLING_ITEMS.labels(model.name).inc(len(piece.items))
+                SAMPLING_ITEMS.labels(model.name).inc(sum(item.z0 == 0 for item in piece.items))
             if not cancellation.cancelled:
                 SAMPLING_DURATION.observe(time.perf_counter() - started)
 
+    def _slab_slices(self, spec: SampleSpec, model: LoadedModel, fitting: int, depth: int) -> int | None:
+        """Slices per piece of a volume that is split; None: items come whole.
+        `fitting` is how many of an item's slices one message can hold."""
+        if fitting < 1:
+            raise ResourceExhausted(f"one {'slice' if depth > 1 else 'item'} of {model.reference} as {spec.format} "
+                                    f"may take more than the max message size of {self.max_message_bytes} bytes "
+                                    "(CTSYNTH_MAX_MESSAGE_BYTES)")
+        if spec.slab_slices is None:
+            return fitting if fitting < depth else None
+        if model.family.spatial_dims == 2:
+            raise InvalidArgument("slab_slices", f"{model.reference} makes 2D images, which are not split; "
+                                                 "leave it unset")
+        if spec.slab_slices > fitting:
+            raise InvalidArgument("slab_slices", f"{spec.slab_slices} is above {fitting}, the most slices of "
+                                                 f"{model.reference} as {spec.format} that fit the max message size "
+                                                 f"of {self.max_message_bytes} bytes")
+        return spec.slab_slices if spec.slab_slices < depth else None
+
     def _pieces(self, model: LoadedModel, spec: SampleSpec, options: dict[str, Any], context: OutputContext,
-                rows: int, cancellation: Cancellation) -> Iterator[Piece]:
+                rows: int, slab: int | None, cancellation: Cancellation) -> Iterator[Piece]:
         family = model.family
         conditional = family.conditional(family.config)
-        channels = family.sample_shape()[0]
         starts = iter(range(0, spec.count, rows))
         pending: deque[tuple[int, list[int], list[int] | None, Future]] = deque()
 
@@ -185,16 +222,31 @@ class SamplingEngine:
                     samples = future.result().numpy()
                 except CancelledError:
                     return
-                if cancellation.cancelled:
-                    return
-                items = [Item(start + i, seed, None if labels is None else labels[i],
-                              encode(spec.format, sample[:channels], context),
-                              encode_mask(sample[channels:]) if family.sample_masks() else b"")
-                         for i, (seed, sample) in enumerate(zip(seeds, samples))]
-                yield Piece(model.reference, items, options)
+                for items in self._messages(family, spec, context, slab, samples, start, seeds, labels):
+                    if cancellation.cancelled:
+                        return
+                    yield Piece(model.reference, items, options)
         finally:
             for *_, future in pending:
                 future.cancel()
+
+    @staticmethod
+    def _messages(family: Family, spec: SampleSpec, context: OutputContext, slab: int | None, samples, start: int,
+                  seeds: list[int], labels: list[int] | None) -> Iterator[list[Item]]:
+        """The items of one forward pass's samples: all in one message, or each volume's slabs one per message."""
+        channels = family.sample_shape()[0]
+
+        def item(i: int, encoded: Encoded, z0: int = 0, depth: int = 0) -> Item:
+            mask = samples[i][channels:, z0:z0 + encoded.shape[1]] if depth else samples[i][channels:]
+            return Item(start + i, seeds[i], None if labels is None else labels[i], encoded,
+                        encode_mask(mask) if family.sample_masks() else b"", z0, depth)
+
+        if slab is None:
+            yield [item(i, encode(spec.format, sample[:channels], context)) for i, sample in enumerate(samples)]
+            return
+        for i, sample in enumerate(samples):
+            for z0, encoded in encode_slabs(spec.format, sample[:channels], context, slab):
+                yield [item(i, encoded, z0, sample.shape[1])]
 
     def _context(self, model: LoadedModel) -> OutputContext:
         if model.reference not in self._contexts:

@@ -8,6 +8,11 @@ Storage built from nothing but the pixels, fresh UIDs and the model's name,
 so no identifier of a training study can reach them; a volume is one file
 per slice, packed into a ZIP archive (one item = one blob).
 
+A volume too large for one message is encoded as z-slabs (`encode_slabs`),
+one at a time, whose parts joined in order are the whole item: raw arrays
+joined on z, the ZIPs' slice files (named and placed by their z in the whole
+volume, one series), the NIfTI file's bytes (header, then voxels, z slowest).
+
 Geometry is the training data's (`spacing_mm` of the model's config.json,
 recorded at training time), so a viewer shows true sizes: the grid is
 centred on the origin, axial, in DICOM's LPS patient coordinates, and the
@@ -19,7 +24,7 @@ from __future__ import annotations
 import io
 import math
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -130,50 +135,115 @@ def _dicom_slice(header: CtSeriesHeader, plane: SlicePlane, hu: np.ndarray, cont
     return buffer.getvalue()
 
 
-def _dicom(image: np.ndarray, context: OutputContext) -> Encoded:
-    """2D: one .dcm; 3D: a ZIP of slice_NNNN.dcm, one series, slice k at z_0 + k dz."""
-    hu = hounsfield(image[0], context.window)
-    header = CtSeriesHeader(
+Slab = Callable[[int, int], Encoded]  # slices [z0, z1) of one volume, encoded
+
+
+def _series_header(context: OutputContext) -> CtSeriesHeader:
+    return CtSeriesHeader(
         patient_name=SYNTHETIC_NAME, patient_id=SYNTHETIC, study_uid=generate_uid(), series_uid=generate_uid(),
         frame_uid=generate_uid(), description=f"synthetic CT from ctsynth model {context.model}",
         comments="SYNTHETIC IMAGE - NOT FOR DIAGNOSTIC USE", created=datetime.now(timezone.utc))
-    if context.spatial_dims == 2:
-        y0, x0 = grid_origin_mm(hu.shape, context.spacing)
-        plane = SlicePlane((x0, y0, 0.0), context.spacing)  # a lone slice has no known thickness
-        return Encoded(_dicom_slice(header, plane, hu, context, 1), image.shape, "int16")
+
+
+def _dicom_image(image: np.ndarray, context: OutputContext) -> Encoded:
+    """A 2D item as one .dcm."""
+    hu = hounsfield(image[0], context.window)
+    y0, x0 = grid_origin_mm(hu.shape, context.spacing)
+    plane = SlicePlane((x0, y0, 0.0), context.spacing)  # a lone slice has no known thickness
+    return Encoded(_dicom_slice(_series_header(context), plane, hu, context, 1), image.shape, "int16")
+
+
+def _dicom_volume(image: np.ndarray, context: OutputContext) -> Slab:
+    """A volume's slabs as ZIPs of slice_NNNN.dcm of one series, slice k (of
+    the whole volume) at z_0 + k dz, so the slabs' files together are the series."""
+    header = _series_header(context)
     dz, dy, dx = context.spacing
-    z0, y0, x0 = grid_origin_mm(hu.shape, context.spacing)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for k, pixels in enumerate(hu):
-            plane = SlicePlane((x0, y0, z0 + k * dz), (dy, dx), thickness_mm=dz, spacing_mm=dz)
-            archive.writestr(f"slice_{k:04d}.dcm", _dicom_slice(header, plane, pixels, context, k + 1))
-    return Encoded(buffer.getvalue(), image.shape, "int16")
+    z_first, y0, x0 = grid_origin_mm(image.shape[1:], context.spacing)
+
+    def slab(z0: int, z1: int) -> Encoded:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for k in range(z0, z1):
+                plane = SlicePlane((x0, y0, z_first + k * dz), (dy, dx), thickness_mm=dz, spacing_mm=dz)
+                pixels = hounsfield(image[0, k], context.window)
+                archive.writestr(f"slice_{k:04d}.dcm", _dicom_slice(header, plane, pixels, context, k + 1))
+        return Encoded(buffer.getvalue(), (image.shape[0], z1 - z0, *image.shape[2:]), "int16")
+
+    return slab
 
 
-def _nifti(image: np.ndarray, context: OutputContext) -> Encoded:
-    """int16 HU in NIfTI's (x, y, z) order, in mm, with the DICOM output's grid as a RAS affine."""
-    z0, y0, x0 = grid_origin_mm(image.shape[1:], context.spacing)
-    volume = axial_volume(hounsfield(image[0], context.window), context.spacing, (x0, y0, z0),
-                          description=f"synthetic: ctsynth {context.model}")
-    return Encoded(volume.to_bytes(), image.shape, "int16")
+def _nifti_header(shape_zyx: tuple[int, ...], context: OutputContext) -> bytes:
+    """The header (and empty extension block) `axial_volume` writes for a
+    volume of `shape_zyx`, made from a one-voxel stand-in so that no whole
+    volume is built: the file is this followed by the int16 voxels, x fastest."""
+    import nibabel as nib
+
+    z0, y0, x0 = grid_origin_mm(shape_zyx, context.spacing)
+    stand_in = axial_volume(np.zeros((1, 1, 1), np.int16), context.spacing, (x0, y0, z0),
+                            description=f"synthetic: ctsynth {context.model}").to_bytes()
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(stand_in))
+    header.set_data_shape(shape_zyx[::-1])
+    return header.binaryblock + stand_in[len(header.binaryblock):int(header["vox_offset"])]
+
+
+def _nifti_volume(image: np.ndarray, context: OutputContext) -> Slab:
+    """int16 HU in NIfTI's (x, y, z) order, in mm, with the DICOM output's grid
+    as a RAS affine; the first slab starts with the header, so the slabs'
+    bytes joined are the .nii file."""
+    header = _nifti_header(image.shape[1:], context)
+
+    def slab(z0: int, z1: int) -> Encoded:
+        voxels = hounsfield(image[0, z0:z1], context.window).astype("<i2").tobytes()
+        return Encoded((header if z0 == 0 else b"") + voxels, (image.shape[0], z1 - z0, *image.shape[2:]), "int16")
+
+    return slab
+
+
+def _sliced(encode_array: Callable[[np.ndarray, OutputContext], Encoded]) -> Callable[[np.ndarray, OutputContext], Slab]:
+    """A raw format's slabs: the slab's slices encoded as an array of their own."""
+    return lambda image, context: lambda z0, z1: encode_array(image[:, z0:z1], context)
 
 
 @dataclass(frozen=True)
 class _Format:
-    encode: Callable[[np.ndarray, OutputContext], Encoded]
-    spatial_dims: tuple[int, ...]
+    image: Callable[[np.ndarray, OutputContext], Encoded] | None  # 2D items; None: volumes only
+    volume: Callable[[np.ndarray, OutputContext], Slab] | None  # 3D items; None: 2D only
     single_channel: bool
+
+    @property
+    def spatial_dims(self) -> tuple[int, ...]:
+        return (2,) * (self.image is not None) + (3,) * (self.volume is not None)
 
 
 FORMATS: dict[str, _Format] = {
-    "float16": _Format(_float16, (2, 3), False),
-    "hu_int16": _Format(_hu_int16, (2, 3), False),
-    "png8": _Format(_png(8), (2,), True),
-    "png16": _Format(_png(16), (2,), True),
-    "dicom": _Format(_dicom, (2, 3), True),
-    "nifti": _Format(_nifti, (3,), True),
+    "float16": _Format(_float16, _sliced(_float16), False),
+    "hu_int16": _Format(_hu_int16, _sliced(_hu_int16), False),
+    "png8": _Format(_png(8), None, True),
+    "png16": _Format(_png(16), None, True),
+    "dicom": _Format(_dicom_image, _dicom_volume, True),
+    "nifti": _Format(None, _nifti_volume, True),
 }
+
+# Bounds of what an encoding adds to the pixels: a DICOM slice's header (1.5
+# KiB with an 8-character model reference, under 1.7 KiB with the longest) with
+# its ZIP entries and deflate's worst case; the NIfTI header; a PNG's chunks
+# and row filter bytes.
+DICOM_SLICE_OVERHEAD = 2048
+NIFTI_HEADER_BYTES = 352
+PNG_OVERHEAD = 1024
+
+
+def size_bound(name: str, shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fixed, per slice): an item of `shape` (C, *spatial) encoded as `name`,
+    or a slab of n of its slices, takes at most fixed + n * per_slice bytes (a
+    2D item is one slice)."""
+    channels, *spatial = shape
+    plane = math.prod(spatial[-2:])
+    if name in ("png8", "png16"):
+        return PNG_OVERHEAD + spatial[0], plane * (1 if name == "png8" else 2)
+    if name == "dicom":
+        return DICOM_SLICE_OVERHEAD, 2 * plane + DICOM_SLICE_OVERHEAD
+    return NIFTI_HEADER_BYTES if name == "nifti" else 0, 2 * channels * plane
 
 
 def check_format(name: str, spatial_dims: int, channels: int) -> None:
@@ -190,7 +260,19 @@ def check_format(name: str, spatial_dims: int, channels: int) -> None:
 
 def encode(name: str, image: np.ndarray, context: OutputContext) -> Encoded:
     """One item (C, *spatial) in [0, 1] as `name` (checked with `check_format` first)."""
-    return FORMATS[name].encode(np.asarray(image, dtype=np.float32), context)
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3:
+        return FORMATS[name].image(image, context)
+    return FORMATS[name].volume(image, context)(0, image.shape[1])
+
+
+def encode_slabs(name: str, image: np.ndarray, context: OutputContext, slices: int) -> Iterator[tuple[int, Encoded]]:
+    """A volume (C, Z, Y, X) as (z0, slab) of at most `slices` slices each, in
+    order, encoded one at a time: joined on z they are `encode`'s item."""
+    image = np.asarray(image, dtype=np.float32)
+    slab, depth = FORMATS[name].volume(image, context), image.shape[1]
+    for z0 in range(0, depth, slices):
+        yield z0, slab(z0, min(depth, z0 + slices))
 
 
 def encode_mask(mask: np.ndarray) -> bytes:

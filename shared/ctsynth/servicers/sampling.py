@@ -30,7 +30,8 @@ def sample_spec(request: sampling_pb2.SampleRequest) -> SampleSpec:
         model=request.model, count=request.count, seed=request.seed,
         condition=LABELS[CONDITION.name(request.condition)], sampler=sampler,
         truncation_psi=request.truncation_psi if request.HasField("truncation_psi") else None,
-        format=OUTPUT_FORMAT.name(request.format), batch_size=request.batch_size)
+        format=OUTPUT_FORMAT.name(request.format), batch_size=request.batch_size,
+        slab_slices=request.slab_slices if request.HasField("slab_slices") else None)
 
 
 def batch_message(piece: Piece, spec: SampleSpec) -> sampling_pb2.SampleBatch:
@@ -48,7 +49,7 @@ def batch_message(piece: Piece, spec: SampleSpec) -> sampling_pb2.SampleBatch:
     for item in piece.items:
         message.items.add(index=item.index, seed=item.seed, condition=CONDITION.number(CONDITIONS[item.label]),
                           format=OUTPUT_FORMAT.number(spec.format), data=item.encoded.data, shape=item.encoded.shape,
-                          dtype=item.encoded.dtype, mask=item.mask)
+                          dtype=item.encoded.dtype, mask=item.mask, z0=item.z0, depth=item.depth)
     return message
 
 

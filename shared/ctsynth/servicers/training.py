@@ -72,7 +72,7 @@ def _listed_model(models: Registry, name: str, version: str) -> common_pb2.Model
 def family_message(name: str) -> training_pb2.Family:
     cls = get_family(name)
     hints = typing.get_type_hints(cls.config_cls)
-    message = training_pb2.Family(name=name, description=cls.description, spatial_dims=cls.spatial_dims,
+    message = training_pb2.Family(name=name, description=cls.description, spatial_dims=cls.config_cls.spatial_dims,
                                   needs_masks=cls.needs_masks)
     defaults = cls.config_cls()
     message.conditional = cls.conditional(defaults)

@@ -146,9 +146,10 @@ def load_checkpoint(store: ObjectStore, family: Family, prefix: str) -> int:
 
 
 def _model_files(family: Family, spec: TrainSpec, step: int, history: list[dict], resumed_at: list[int],
-                 spacing_mm: tuple[float, ...] | None) -> dict[str, bytes]:
+                 spacing_mm: tuple[float, ...] | None, validation: dict[str, float] | None = None) -> dict[str, bytes]:
     """The files of a model version; `spacing_mm` is the voxel size of the
-    training data on the sample grid, so outputs carry its true geometry."""
+    training data on the sample grid, so outputs carry its true geometry;
+    `validation` the family's own held-out metrics (the published version's)."""
     optimizer_bytes, state = checkpoint.training_state(family, step)
     config = {
         "family": spec.family, "config": family.config.to_json(), "spatial_dims": family.spatial_dims,
@@ -163,9 +164,27 @@ def _model_files(family: Family, spec: TrainSpec, step: int, history: list[dict]
         "optimizer.safetensors": optimizer_bytes,
         "training_state.json": checkpoint.dumps(state),
         "config.json": checkpoint.dumps(config),
-        "metrics.json": checkpoint.dumps({"step": step, "history": history, "resumed_at": resumed_at}),
+        "metrics.json": checkpoint.dumps({"step": step, "history": history, "resumed_at": resumed_at,
+                                          **({"validation": validation} if validation else {})}),
         "samples.png": sample_grid_png(family, seed=spec.seed),
     }
+
+
+def validation_metrics(family: Family, spec: TrainSpec, store: ObjectStore) -> dict[str, float]:
+    """The family's own metrics on up to `validation_items` items of the
+    dataset's validation split (none when it measures nothing or the split
+    is empty), four items at a time."""
+    if not family.validation_items:
+        return {}
+    dataset, _ = open_stack(store, spec.dataset, family.spatial_dims, "validation")
+    count = min(family.validation_items, len(dataset))
+    totals: dict[str, float] = {}
+    for start in range(0, count, 4):
+        rows = np.arange(start, min(start + 4, count))
+        measured = family.validation_metrics(_batch(dataset, rows, family.device, family.config.image_size).image)
+        for name, value in measured.items():
+            totals[name] = totals.get(name, 0.0) + value * len(rows)
+    return {name: total / count for name, total in totals.items()} | ({"items": count} if count else {})
 
 
 def _wrap_ddp(family: Family, device: torch.device) -> None:
@@ -248,8 +267,10 @@ def train_worker(spec: TrainSpec, ctx: WorkerContext) -> dict:
                           _model_files(family, spec, done, history, resumed_at, spacing_mm),
                           {"step": done, "job_id": spec.job_id})
     if ctx.rank == 0 and not store.exists(f"{spec.prefix}/manifest.json"):
-        store.publish(spec.prefix, _model_files(family, spec, spec.steps, history, resumed_at, spacing_mm),
+        validation = validation_metrics(family, spec, store)
+        store.publish(spec.prefix, _model_files(family, spec, spec.steps, history, resumed_at, spacing_mm, validation),
                       {"name": spec.model_name, "version": spec.version, "family": spec.family,
                        "job_id": spec.job_id, "step": spec.steps, "dataset": spec.dataset,
-                       "headline": {k: v for k, v in (history[-1] if history else {}).items() if k != "step"}})
+                       "headline": {k: v for k, v in (history[-1] if history else {}).items() if k != "step"}
+                       | {f"validation_{k}": v for k, v in validation.items() if k != "items"}})
     return {"step": spec.steps, **losses}

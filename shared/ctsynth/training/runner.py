@@ -59,11 +59,10 @@ def plan(request: TrainRequest, store: ObjectStore, *, job_id: str, version: str
     if family_cls.needs_masks and counts.get("tumor_slices", 0) == 0:
         raise FailedPrecondition(f"family {family_cls.name} needs tumor masks, and the {split} split of dataset "
                                  f"{dataset_name}:{dataset_version} has no slice with a nodule")
-    hyper = dict(request.hyperparameters)
-    stack = layout(family_cls.spatial_dims)
+    hyper, extra = family_cls.resolve_inputs(dict(request.hyperparameters), Registry(store, "models", "model"))
+    stack = layout(family_cls.config_cls.dims_in(hyper))
     hyper.setdefault("image_size", request.image_size or (stack.item_shape(manifest) or [64])[-1])
     hyper.setdefault("seed", request.seed)
-    hyper, extra = family_cls.resolve_inputs(hyper, Registry(store, "models", "model"))
     config = family_cls.config_cls.from_json(hyper)
     batch = request.batch_size or getattr(config, "batch_size", 0) or 8
     steps = _budget_steps(request, stack.items(manifest, split), batch, request.workers,
@@ -122,7 +121,7 @@ def _warn_if_resized(spec: TrainSpec, store: ObjectStore, ctx: JobContext) -> No
     family_cls = get_family(spec.family)
     name, version = spec.dataset.split(":")
     manifest = Registry(store, "datasets", "dataset").manifest(name, version)
-    shape = layout(family_cls.spatial_dims).item_shape(manifest)
+    shape = layout(family_cls.config_cls.dims_in(spec.config)).item_shape(manifest)
     size = spec.config["image_size"]
     if shape and shape[-1] != size:
         ctx.warn(spec.dataset, f"its {'x'.join(map(str, shape))} images are resized to the model's image_size "

@@ -15,6 +15,10 @@ class SamplerKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SAMPLER_KIND_DDIM: _ClassVar[SamplerKind]
     SAMPLER_KIND_PNDM: _ClassVar[SamplerKind]
     SAMPLER_KIND_EULER_ANCESTRAL: _ClassVar[SamplerKind]
+    SAMPLER_KIND_DPM_SOLVER: _ClassVar[SamplerKind]
+    SAMPLER_KIND_UNIPC: _ClassVar[SamplerKind]
+    SAMPLER_KIND_RFLOW: _ClassVar[SamplerKind]
+    SAMPLER_KIND_FLOW_EULER: _ClassVar[SamplerKind]
 
 class OutputFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +34,10 @@ SAMPLER_KIND_DDPM: SamplerKind
 SAMPLER_KIND_DDIM: SamplerKind
 SAMPLER_KIND_PNDM: SamplerKind
 SAMPLER_KIND_EULER_ANCESTRAL: SamplerKind
+SAMPLER_KIND_DPM_SOLVER: SamplerKind
+SAMPLER_KIND_UNIPC: SamplerKind
+SAMPLER_KIND_RFLOW: SamplerKind
+SAMPLER_KIND_FLOW_EULER: SamplerKind
 OUTPUT_FORMAT_UNSPECIFIED: OutputFormat
 OUTPUT_FORMAT_FLOAT16: OutputFormat
 OUTPUT_FORMAT_HU_INT16: OutputFormat
@@ -51,7 +59,7 @@ class SamplerSettings(_message.Message):
     def __init__(self, kind: _Optional[_Union[SamplerKind, str]] = ..., steps: _Optional[int] = ..., eta: _Optional[float] = ..., guidance_scale: _Optional[float] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
-    __slots__ = ("model", "count", "seed", "condition", "sampler", "truncation_psi", "format", "batch_size")
+    __slots__ = ("model", "count", "seed", "condition", "sampler", "truncation_psi", "format", "batch_size", "slab_slices")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +68,7 @@ class SampleRequest(_message.Message):
     TRUNCATION_PSI_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SLAB_SLICES_FIELD_NUMBER: _ClassVar[int]
     model: str
     count: int
     seed: int
@@ -68,10 +77,11 @@ class SampleRequest(_message.Message):
     truncation_psi: float
     format: OutputFormat
     batch_size: int
-    def __init__(self, model: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., condition: _Optional[_Union[_common_pb2.Condition, str]] = ..., sampler: _Optional[_Union[SamplerSettings, _Mapping]] = ..., truncation_psi: _Optional[float] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    slab_slices: int
+    def __init__(self, model: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., condition: _Optional[_Union[_common_pb2.Condition, str]] = ..., sampler: _Optional[_Union[SamplerSettings, _Mapping]] = ..., truncation_psi: _Optional[float] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., batch_size: _Optional[int] = ..., slab_slices: _Optional[int] = ...) -> None: ...
 
 class SampleItem(_message.Message):
-    __slots__ = ("index", "seed", "condition", "format", "data", "shape", "dtype", "mask")
+    __slots__ = ("index", "seed", "condition", "format", "data", "shape", "dtype", "mask", "z0", "depth")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     CONDITION_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +90,8 @@ class SampleItem(_message.Message):
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     MASK_FIELD_NUMBER: _ClassVar[int]
+    Z0_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
     index: int
     seed: int
     condition: _common_pb2.Condition
@@ -88,7 +100,9 @@ class SampleItem(_message.Message):
     shape: _containers.RepeatedScalarFieldContainer[int]
     dtype: str
     mask: bytes
-    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., condition: _Optional[_Union[_common_pb2.Condition, str]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., data: _Optional[bytes] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., mask: _Optional[bytes] = ...) -> None: ...
+    z0: int
+    depth: int
+    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., condition: _Optional[_Union[_common_pb2.Condition, str]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., data: _Optional[bytes] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., mask: _Optional[bytes] = ..., z0: _Optional[int] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class SampleBatch(_message.Message):
     __slots__ = ("items", "model", "sampler", "truncation_psi", "total_count")
