@@ -17,7 +17,9 @@ from ctsynth.models.ddpm3d import DDPM3D
 from ctsynth.models.ldm import LDM
 from ctsynth.models.rflow import RFlow
 from ctsynth.models.families import get_family
-from ctsynth.models.vae import VAE, decode
+from ctsynth.models.tiling import tiled_decode
+from ctsynth.models.vae import VAE
+from ctsynth.models.vqvae import VQVAE, codebook_usage
 
 VAE_TINY = {"image_size": 32, "autoencoder_channels": [8, 16, 16], "latent_channels": 3, "norm_num_groups": 8,
             "mid_attention": False, "learning_rate": 1e-3, "disc_start": 1, "disc_channels": 8, "disc_layers": 2}
@@ -26,8 +28,12 @@ UNET_TINY = {"unet_channels": [8, 16], "attention_levels": [False, True], "num_r
              "warmup_steps": 0, "sampler_kind": "ddim", "sampler_steps": 3}
 VAE_TINY_3D = {**VAE_TINY, "spatial_dims": 3, "image_size": 16}
 FLOW_TINY = {"sampler_kind": "rflow", "sampler_steps": 3}
+VQ_TINY = {"image_size": 32, "autoencoder_channels": [8, 16], "num_res_layers": 1, "num_res_channels": 8,
+           "num_embeddings": 16, "embedding_dim": 3, "learning_rate": 1e-3}
 TINY = {"vae": VAE_TINY,
         "vae_3d": VAE_TINY_3D,
+        "vqvae": VQ_TINY,
+        "vqvae_3d": {**VQ_TINY, "spatial_dims": 3, "image_size": 16},
         "ldm": {"image_size": 32, "autoencoder": "vae:1", "autoencoder_config": VAE_TINY, **UNET_TINY},
         "ldm_3d": {"spatial_dims": 3, "image_size": 16, "autoencoder": "vae:2", "autoencoder_config": VAE_TINY_3D,
                    **UNET_TINY},
@@ -35,13 +41,15 @@ TINY = {"vae": VAE_TINY,
                   **FLOW_TINY},
         "rflow_3d": {"spatial_dims": 3, "image_size": 16, "autoencoder": "vae:2", "autoencoder_config": VAE_TINY_3D,
                      **UNET_TINY, **FLOW_TINY},
+        "rflow_vq": {"image_size": 32, "autoencoder": "vqvae:1", "autoencoder_family": "vqvae",
+                     "autoencoder_config": VQ_TINY, **UNET_TINY, **FLOW_TINY},
         "ddpm3d": {"image_size": 16, **UNET_TINY}}
-DIFFUSION = ("ldm", "ldm_3d", "rflow", "rflow_3d", "ddpm3d")
+DIFFUSION = ("ldm", "ldm_3d", "rflow", "rflow_3d", "rflow_vq", "ddpm3d")
 
 
 def family_of(case: str) -> str:
-    """The family a TINY case builds ("ldm_3d" -> "ldm")."""
-    return case.removesuffix("_3d")
+    """The family a TINY case builds ("ldm_3d" -> "ldm", "rflow_vq" on a vqvae -> "rflow")."""
+    return case.removesuffix("_3d").removesuffix("_vq")
 
 
 
@@ -68,7 +76,8 @@ def changed(before: list[torch.Tensor], family: Family, name: str) -> bool:
 def trained() -> dict[str, Family]:
     """One family of each kind (the LDM conditional) after two training steps; only sampled from."""
     families = {"vae": make("vae"), "ldm": make("ldm", conditional=True), "ldm_3d": make("ldm_3d"),
-                "rflow": make("rflow", conditional=True), "rflow_3d": make("rflow_3d"), "ddpm3d": make("ddpm3d")}
+                "rflow": make("rflow", conditional=True), "rflow_3d": make("rflow_3d"), "rflow_vq": make("rflow_vq"),
+                "ddpm3d": make("ddpm3d")}
     for family in families.values():
         for step in range(2):
             family.train_step(batch(family, step), step)
@@ -76,9 +85,11 @@ def trained() -> dict[str, Family]:
 
 
 def test_registry_resolves_the_diffusion_families():
-    assert [get_family(name) for name in ("vae", "ldm", "rflow", "ddpm3d")] == [VAE, LDM, RFlow, DDPM3D]
+    assert [get_family(name) for name in ("vae", "vqvae", "ldm", "rflow", "ddpm3d")] == [VAE, VQVAE, LDM, RFlow,
+                                                                                         DDPM3D]
     assert {case: make(case).spatial_dims for case in TINY} == {
-        "vae": 2, "vae_3d": 3, "ldm": 2, "ldm_3d": 3, "rflow": 2, "rflow_3d": 3, "ddpm3d": 3}
+        "vae": 2, "vae_3d": 3, "vqvae": 2, "vqvae_3d": 3, "ldm": 2, "ldm_3d": 3, "rflow": 2, "rflow_3d": 3,
+        "rflow_vq": 2, "ddpm3d": 3}
 
 
 @pytest.mark.parametrize("name, changes", [
@@ -232,7 +243,7 @@ def test_ldm_keeps_the_loaded_vae_frozen():
     before = parameters(ldm, "autoencoder")
     ldm.train_step(batch(ldm), 0)
     assert not changed(before, ldm, "autoencoder")
-    latents = torch.randn(2, *ldm.config.vae_config().latent_shape())
+    latents = torch.randn(2, *ldm.config.first_stage_config().latent_shape())
     scale = ldm.modules["autoencoder"].scale_factor
     torch.testing.assert_close(ldm.decode(latents * scale),
                                vae.modules["autoencoder"].decode(latents).clamp(0, 1))
@@ -319,9 +330,37 @@ def test_a_3d_vae_decodes_large_latents_tile_by_tile_close_to_whole():
     latents = torch.randn(1, *vae.config.latent_shape()[:1], 16, 16, 16, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         whole = autoencoder.decode(latents)
-        assert torch.equal(decode(autoencoder, latents, vae.config.replace(decode_tile=16)), whole)  # one tile
-        tiled = decode(autoencoder, latents, vae.config.replace(decode_tile=12, decode_overlap=0.5))
+        assert torch.equal(tiled_decode(autoencoder.decode, latents, 16, 0.25), whole)  # one tile
+        tiled = tiled_decode(autoencoder.decode, latents, 12, 0.5)
     assert tiled.shape == whole.shape == (1, 1, 64, 64, 64)
     # GroupNorm sees each tile's statistics, so tiles are close to the whole decode, not equal (as in MAISI).
     assert (tiled - whole).abs().mean() < 0.25 * whole.std()
     assert torch.corrcoef(torch.stack([tiled.flatten(), whole.flatten()]))[0, 1] > 0.95
+
+
+def test_codebook_usage_counts_perplexity_and_dead_codes():
+    assert codebook_usage(torch.tensor([0, 1, 2, 3] * 5), 8) == {"perplexity": pytest.approx(4.0), "dead_codes": 4.0}
+    assert codebook_usage(torch.zeros(10, dtype=torch.long), 4) == {"perplexity": pytest.approx(1.0),
+                                                                     "dead_codes": 3.0}
+
+
+@pytest.mark.parametrize("name", ["vqvae", "vqvae_3d"])
+def test_vqvae_reports_reconstruction_and_codebook_use_without_moving_the_codebook(name):
+    vqvae = make(name)
+    vqvae.train_step(batch(vqvae), 0)
+    codebook = vqvae.modules["autoencoder"].quantizer.quantizer.embedding.weight.detach().clone()
+    metrics = vqvae.validation_metrics(batch(vqvae, 1).image)
+    assert set(metrics) == {"psnr", "ssim", "perplexity", "dead_codes"}
+    assert 1 <= metrics["perplexity"] <= 16 and 0 <= metrics["dead_codes"] <= 15
+    assert torch.equal(vqvae.modules["autoencoder"].quantizer.quantizer.embedding.weight, codebook)
+    assert vqvae.modules["autoencoder"].training  # left as it was
+
+
+def test_a_latent_model_on_a_vqvae_decodes_through_the_codebook():
+    rflow = make("rflow_vq")
+    first_stage = rflow.modules["autoencoder"]
+    assert first_stage.config.num_embeddings == 16 and not first_stage.training
+    latents = torch.randn(1, *rflow.diffusion_shape())
+    network = first_stage.vae
+    quantised, _ = network.quantize(latents / first_stage.scale_factor)
+    torch.testing.assert_close(rflow.decode(latents), network.decode(quantised).float().clamp(0, 1))

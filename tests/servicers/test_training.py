@@ -16,7 +16,9 @@ from ctsynth.errors import InvalidArgument
 from ctsynth.servicers import host_services
 from ctsynth.servicers.training import train_request
 from ctsynth.training import runner
+from ctsynth.training.loop import WorkerContext, train_worker
 from ctsynth.training.request import TrainRequest
+from ctsynth.training.spec import TrainSpec
 from ctsynth.v1 import common_pb2, training_pb2, training_pb2_grpc
 from tests.training.conftest import publish_dataset
 
@@ -36,7 +38,7 @@ def service(tmp_path_factory):
 def request(**fields) -> training_pb2.SubmitTrainingRequest:
     hyper = struct_pb2.Struct()
     hyper.update(fields.pop("hyperparameters", {}))
-    return training_pb2.SubmitTrainingRequest(family="dcgan", dataset="tiny", hyperparameters=hyper, **fields)
+    return training_pb2.SubmitTrainingRequest(**{"family": "dcgan", "dataset": "tiny", **fields}, hyperparameters=hyper)
 
 
 @pytest.mark.parametrize(("req", "field"), [
@@ -82,3 +84,40 @@ def test_a_request_is_kept_as_json_and_read_back_as_the_job_store_returns_it():
     stored.update(train.to_json())  # a job's request: every number a double
     again = TrainRequest.from_json(json_format.MessageToDict(stored))
     assert again == train and type(again.seed) is int and type(again.workers) is int
+
+
+@pytest.fixture(scope="module")
+def first_stages(service):
+    """A slice vae published as "vae-2d" and a DCGAN as "gan", beside the dataset."""
+    _, store = service
+    for name, family, config in (
+            ("vae-2d", "vae", {"image_size": 16, "autoencoder_channels": [8, 8, 8], "latent_channels": 2,
+                               "norm_num_groups": 8, "mid_attention": False, "adversarial": "none"}),
+            ("gan", "dcgan", {"image_size": 16, "latent_dim": 8, "generator_widths": [16, 8],
+                              "discriminator_widths": [8, 8]})):
+        train_worker(TrainSpec(job_id=f"job-{name}", family=family, config=config, dataset="tiny:1",
+                               model_name=name, version="1", store_uri=store.uri, steps=1, batch_size=2,
+                               log_interval=1, seed=0), WorkerContext())
+    return store
+
+
+@pytest.mark.parametrize("family", ["ldm", "rflow"])
+@pytest.mark.parametrize(("hyper", "code", "detail"), [
+    ({}, grpc.StatusCode.INVALID_ARGUMENT, "autoencoder: the {family} needs a trained vae"),
+    ({"autoencoder": "ghost"}, grpc.StatusCode.NOT_FOUND, "no model named 'ghost'"),
+    ({"autoencoder": "gan"}, grpc.StatusCode.INVALID_ARGUMENT, "autoencoder: gan:1 is a dcgan model, not a vae"),
+    ({"autoencoder": "vae-2d", "spatial_dims": 3}, grpc.StatusCode.INVALID_ARGUMENT,
+     "spatial_dims: 3, but the vae makes 2D slices"),
+    ({"autoencoder": "vae-2d", "image_size": 24}, grpc.StatusCode.INVALID_ARGUMENT, "autoencoder_config: "),
+    ({"autoencoder": "vae-2d", "unet_channels": [8, 8, 8, 8], "attention_levels": [False] * 4},
+     grpc.StatusCode.INVALID_ARGUMENT, "unet_channels: 4 levels need a side divisible by 8, got 4"),
+], ids=["no-first-stage", "missing", "not-a-vae", "other-dims", "other-size", "latent-does-not-divide"])
+def test_a_latent_model_on_a_bad_first_stage_is_refused_before_any_job(service, first_stages, family, hyper, code,
+                                                                       detail):
+    stub, store = service
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitTraining(request(family=family, hyperparameters={"norm_num_groups": 8, **hyper}), timeout=30)
+    assert err.value.code() == code and err.value.details().startswith(detail.format(family=family)), \
+        err.value.details()
+    assert not stub.ListJobs(common_pb2.ListJobsRequest(), timeout=30).jobs
+    assert not store.exists(f"models/{family}/1/manifest.json")

@@ -22,7 +22,7 @@ from ctsynth.models.checkpoint import load_model
 from ctsynth.servicers import host_services
 from ctsynth.training import runner
 from ctsynth.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc, training_pb2, training_pb2_grpc
-from tests.models.test_diffusion_families import FLOW_TINY, UNET_TINY, VAE_TINY
+from tests.models.test_diffusion_families import FLOW_TINY, UNET_TINY, VAE_TINY, VQ_TINY
 from tests.models.test_gan_families import CASES
 from tests.training.conftest import fit_in_this_process
 
@@ -36,6 +36,7 @@ def _json(values: dict) -> dict:
 
 HYPER = {name: _json(CASES[name][1]) for name in GAN_FAMILIES}
 HYPER["vae"] = _json(VAE_TINY)
+HYPER["vqvae"] = _json(VQ_TINY)
 HYPER["ddpm3d"] = dict(UNET_TINY)
 HYPER["ldm"] = {**UNET_TINY, "autoencoder": "vae"}
 HYPER["rflow"] = {**UNET_TINY, **FLOW_TINY, "autoencoder": "vae"}
@@ -98,19 +99,22 @@ def test_gan_family_trains_through_the_service(stack, family):
 @pytest.mark.parametrize("volumes", [False, True], ids=["slices", "volumes"])
 def test_diffusion_families_train_and_sample_with_every_sampler(stack, volumes):
     stub, store = stack
-    families = ("vae", "ldm", "rflow") if volumes else ("vae", "ddpm3d", "ldm", "rflow")
+    families = ("vae", "ldm", "rflow") if volumes else ("vae", "vqvae", "ddpm3d", "ldm", "rflow")
     for family in families:
         final = train(stub, family, volumes)
         assert final.state == State.JOB_STATE_SUCCEEDED, f"{family}: {final.error.message}"
         model = load_model(store, final.result)
         expected = (1, 16, 16, 16) if volumes or family == "ddpm3d" else (1, 32, 32)
         assert model.family.spatial_dims == len(expected) - 1
-        kinds = kinds_for(model.family.config.OBJECTIVE) if family != "vae" else (None,)
+        kinds = kinds_for(model.family.config.OBJECTIVE) if model.family.preview_sampler else (None,)
         for kind in kinds:
             sampler = {"kind": kind, "steps": 8 if kind == "ddpm" else 3} if kind else None
             out = model.family.sample(1, torch.Generator().manual_seed(0), sampler=sampler)
             assert out.shape[1:] == expected and torch.isfinite(out).all(), (family, kind)
             assert 0 <= out.min() and out.max() <= 1
+        if family in ("vae", "vqvae"):  # validation_metrics of the first stages, measured at publication
+            validation = store.get_json(f"models/{final.result.replace(':', '/')}/metrics.json").get("validation")
+            assert validation is None, "the phantom dataset here has no validation split"
     first_stage = "vae-3d:1" if volumes else "vae:1"
     for family in ("ldm", "rflow"):
         latent = load_model(store, f"{family}-3d" if volumes else family)

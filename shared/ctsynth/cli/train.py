@@ -48,7 +48,7 @@ def build_request(args) -> training_pb2.SubmitTrainingRequest:
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("train", help="train a model on a dataset (Ray Train)")
-    parser.add_argument("--family", required=True, help="gan, wgan, dcgan, wgan_gp, unet_gan, stylegan2, vae, ldm, rflow, ddpm3d")
+    parser.add_argument("--family", required=True, help="gan, wgan, dcgan, wgan_gp, unet_gan, stylegan2, vae, vqvae, ldm, rflow, ddpm3d")
     parser.add_argument("--dataset", required=True, help="NAME[:version]")
     parser.add_argument("--split", default="train")
     parser.add_argument("--name", help="model name (default: the family)")

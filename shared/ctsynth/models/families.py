@@ -16,6 +16,7 @@ _FAMILIES = {
     "unet_gan": "ctsynth.models.unet_gan:UNetGAN",
     "stylegan2": "ctsynth.models.stylegan2:StyleGAN2",
     "vae": "ctsynth.models.vae:VAE",
+    "vqvae": "ctsynth.models.vqvae:VQVAE",
     "ldm": "ctsynth.models.ldm:LDM",
     "rflow": "ctsynth.models.rflow:RFlow",
     "ddpm3d": "ctsynth.models.ddpm3d:DDPM3D",

@@ -28,46 +28,48 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torch.distributed as dist
-from monai.networks.nets import AutoencoderKL
-from torch import nn
 
 from ctsynth.errors import InvalidArgument
-from ctsynth.models.base import ITEMS, Batch
+from ctsynth.models.base import ITEMS, Batch, FamilyConfig
 from ctsynth.models.denoising_diffusion import DenoiserConfig, DenoisingDiffusion, DiffusionConfig
-from ctsynth.models.vae import VAEConfig, build_autoencoder, decode
+from ctsynth.models.first_stage import FIRST_STAGES, FirstStage
 
 
 @dataclass(frozen=True)
 class LatentConfig(DenoiserConfig):
-    """A denoiser in the latent space of a trained `vae`, slices or volumes as the vae makes."""
+    """A denoiser in the latent space of a trained `vae` or `vqvae`, slices or
+    volumes as that first stage makes."""
 
     SUPPORTED_DIMS: ClassVar[tuple[int, ...]] = (2, 3)
 
     image_size: int = 256
-    autoencoder: str = ""  # model reference of the trained VAE, e.g. "vae:3" (the runtime loads its weights)
-    autoencoder_config: dict[str, Any] = field(default_factory=dict, hash=False)  # that VAE's config.json
+    autoencoder: str = ""  # model reference of the trained first stage, e.g. "vae:3" (the runtime loads its weights)
+    autoencoder_family: str = "vae"  # or vqvae
+    autoencoder_config: dict[str, Any] = field(default_factory=dict, hash=False)  # its config.json's config
     scale_factor: float | None = None  # None: 1 / std of the first batch's latents
 
-    def vae_config(self) -> VAEConfig:
+    def first_stage_config(self) -> FamilyConfig:
         """The first stage's config; its errors name `autoencoder_config.<field>`."""
+        if self.autoencoder_family not in FIRST_STAGES:
+            raise InvalidArgument("autoencoder_family", f"{self.autoencoder_family!r}; use one of "
+                                                        f"{', '.join(FIRST_STAGES)}")
         if not isinstance(self.autoencoder_config, dict):
-            raise InvalidArgument("autoencoder_config", "expected the VAE's config.json object")
+            raise InvalidArgument("autoencoder_config", "expected the first stage's config.json object")
         try:
-            return VAEConfig.from_json(self.autoencoder_config)
+            return FIRST_STAGES[self.autoencoder_family].config_cls.from_json(self.autoencoder_config)
         except InvalidArgument as error:
             raise InvalidArgument(f"autoencoder_config.{error.field}", str(error).partition(": ")[2]) from None
 
     def diffusion_side(self) -> int:
-        return self.image_size // self.vae_config().downsampling_factor
+        return self.image_size // self.first_stage_config().downsampling_factor
 
     def validate(self) -> None:
-        vae = self.vae_config()
+        vae = self.first_stage_config()
         if vae.spatial_dims != self.spatial_dims:
-            raise InvalidArgument("spatial_dims", f"{self.spatial_dims}, but the vae makes {vae.spatial_dims}D "
-                                                  f"{ITEMS[vae.spatial_dims]}")
+            raise InvalidArgument("spatial_dims", f"{self.spatial_dims}, but the {self.autoencoder_family} makes "
+                                                  f"{vae.spatial_dims}D {ITEMS[vae.spatial_dims]}")
         if (vae.channels, vae.image_size) != (self.channels, self.image_size):
-            raise InvalidArgument("autoencoder_config", f"the VAE takes {vae.channels}x{vae.image_size}^"
+            raise InvalidArgument("autoencoder_config", f"the first stage takes {vae.channels}x{vae.image_size}^"
                                                         f"{vae.spatial_dims} items, this model "
                                                         f"{self.channels}x{self.image_size}^{self.spatial_dims}")
         if self.scale_factor is not None and not self.scale_factor > 0:
@@ -91,31 +93,6 @@ class LDMConfig(LatentConfig, DiffusionConfig):
     sampler_steps: int = 200
 
 
-class FirstStage(nn.Module):
-    """The frozen VAE and the latent scale factor (a buffer, saved with the LDM)."""
-
-    def __init__(self, vae: AutoencoderKL, config: VAEConfig, scale_factor: float):
-        super().__init__()
-        self.vae = vae.requires_grad_(False).eval()
-        self.config = config
-        self.register_buffer("scale_factor", torch.tensor(float(scale_factor)))
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (N, C, *spatial) in [0, 1] -> scaled posterior samples (N, L, *spatial/f)."""
-        return self.vae.encode_stage_2_inputs(images) * self.scale_factor
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> images in [0, 1] (tiled as the vae's config says)."""
-        return decode(self.vae, latents / self.scale_factor, self.config).float().clamp(0, 1)
-
-    @torch.no_grad()
-    def calibrate(self, images: torch.Tensor) -> None:
-        """scale = 1 / std of the latents of `images`; rank 0's value on every rank."""
-        self.scale_factor.copy_(1 / self.vae.encode_stage_2_inputs(images).float().std())
-        if dist.is_available() and dist.is_initialized():
-            dist.broadcast(self.scale_factor, src=0)
-
-
 class LDM(DenoisingDiffusion):
     name = "ldm"
     config_cls = LDMConfig
@@ -125,8 +102,7 @@ class LDM(DenoisingDiffusion):
 
     def __init__(self, config: LDMConfig, device: torch.device | str = "cpu", precision: str = "fp32"):
         super().__init__(config, device, precision)
-        vae = config.vae_config()
-        first_stage = FirstStage(build_autoencoder(vae), vae, config.scale_factor or 1.0)
+        first_stage = FirstStage(config.autoencoder_family, config.first_stage_config(), config.scale_factor or 1.0)
         self.modules["autoencoder"] = first_stage.to(self.device)
 
     @property
@@ -136,20 +112,24 @@ class LDM(DenoisingDiffusion):
     @classmethod
     def resolve_inputs(cls, hyperparameters: dict, models) -> tuple[dict, dict]:
         """Training-service hook: resolve the `autoencoder` reference to a
-        trained vae version and copy its config, so this model's config.json
-        alone rebuilds it. Returns (hyperparameters, extra spec inputs)."""
+        trained vae or vqvae version and copy its family and config, so this
+        model's config.json alone rebuilds it. Returns (hyperparameters,
+        extra spec inputs)."""
         from ctsynth.registry import parse_ref
 
         reference = hyperparameters.get("autoencoder") or ""
         if not reference:
-            raise InvalidArgument("autoencoder", "the ldm needs a trained vae, e.g. autoencoder=vae:1")
+            raise InvalidArgument("autoencoder", f"the {cls.name} needs a trained vae or vqvae, e.g. "
+                                                 "autoencoder=vae:1")
         name, version = models.resolve(parse_ref(reference, "autoencoder"))
         prefix = models.prefix(name, version)
-        vae_config = models.store.get_json(f"{prefix}/config.json")
-        if vae_config.get("family") != "vae":
-            raise InvalidArgument("autoencoder", f"{name}:{version} is a {vae_config.get('family')} model, not a vae")
-        resolved = {"spatial_dims": vae_config["config"].get("spatial_dims", 2), **hyperparameters,
-                    "autoencoder": f"{name}:{version}", "autoencoder_config": vae_config["config"]}
+        first_stage = models.store.get_json(f"{prefix}/config.json")
+        if first_stage.get("family") not in FIRST_STAGES:
+            raise InvalidArgument("autoencoder", f"{name}:{version} is a {first_stage.get('family')} model, "
+                                                 f"not a {' or '.join(FIRST_STAGES)}")
+        resolved = {"spatial_dims": first_stage["config"].get("spatial_dims", 2), **hyperparameters,
+                    "autoencoder": f"{name}:{version}", "autoencoder_family": first_stage["family"],
+                    "autoencoder_config": first_stage["config"]}
         return resolved, {"autoencoder_prefix": prefix}
 
     def prepare(self, store, spec) -> None:
@@ -169,7 +149,7 @@ class LDM(DenoisingDiffusion):
         self.modules["autoencoder"].vae.load_state_dict(state_dict)
 
     def diffusion_shape(self) -> tuple[int, ...]:
-        return self.config.vae_config().latent_shape()
+        return self.config.first_stage_config().latent_shape()
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.modules["autoencoder"].encode(images)

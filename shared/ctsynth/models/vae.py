@@ -18,10 +18,8 @@ channels (downsampling factor f = 4), no attention in the levels. In 3D the
 perceptual loss is MONAI's 2.5D one (the 2D ResNet-50 on slices of the three
 planes, `is_fake_3d`).
 
-Large volumes decode by sliding window over the latent (MONAI
-`sliding_window_inference`, tiles of `decode_tile` latent voxels blended
-with Gaussian weights), so a 256^3 or 512^3 decode holds one tile's
-activations at a time instead of the whole volume's.
+Large volumes decode tile by tile (`decode_tile` latent voxels a side, see
+`tiling`).
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from monai.inferers import sliding_window_inference
 from monai.losses import PatchAdversarialLoss, PerceptualLoss
 from monai.metrics import PSNRMetric, SSIMMetric
 from monai.networks.nets import AutoencoderKL, PatchDiscriminator
@@ -42,6 +39,7 @@ from ctsynth.diffusion.samplers import initial_noise
 from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch, Family, FamilyConfig
 from ctsynth.models.distributed import unwrap
+from ctsynth.models.tiling import tiled_decode
 
 ADVERSARIAL = ("none", "hinge", "least_squares")
 ADAM_BETAS = (0.5, 0.9)  # CompVis AutoencoderKL, both optimizers
@@ -117,17 +115,6 @@ def build_autoencoder(config: VAEConfig) -> AutoencoderKL:
                          latent_channels=config.latent_channels, norm_num_groups=config.norm_num_groups,
                          with_encoder_nonlocal_attn=config.mid_attention,
                          with_decoder_nonlocal_attn=config.mid_attention)
-
-
-def decode(autoencoder: AutoencoderKL, latents: torch.Tensor, config: VAEConfig) -> torch.Tensor:
-    """Latents (N, L, *spatial/f) -> images, whole or, when `decode_tile` is
-    set and smaller than the latent, tile by tile."""
-    spatial = latents.shape[2:]
-    tile = config.decode_tile
-    if not tile or all(side <= tile for side in spatial):
-        return autoencoder.decode(latents)
-    return sliding_window_inference(latents, roi_size=(tile,) * len(spatial), sw_batch_size=1,
-                                    predictor=autoencoder.decode, overlap=config.decode_overlap, mode="gaussian")
 
 
 def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
@@ -230,4 +217,6 @@ class VAE(Family):
         if sampler:
             raise InvalidArgument("sampler", f"vae has no sampler settings, got {sorted(sampler)}")
         latents = initial_noise((count, *self.config.latent_shape()), generator, self.device)
-        return decode(unwrap(self.modules["autoencoder"]), latents, self.config).float().clamp(0, 1)
+        autoencoder = unwrap(self.modules["autoencoder"])
+        return tiled_decode(autoencoder.decode, latents, self.config.decode_tile,
+                            self.config.decode_overlap).float().clamp(0, 1)
