@@ -91,12 +91,13 @@ def small_plan() -> DemoPlan:
         ModelPlan("demo-ldm", "ldm", 400, 16,
                   {"autoencoder": "demo-vae", "conditional": True, "learning_rate": 5e-4, "warmup_steps": 50,
                    **_unet((32, 64), (False, True))}, sampler=ddim),
-        ModelPlan("demo-vae-3d", "vae", 200, 2, vae_3d, sample_format="nifti", evaluate=False),
-        ModelPlan("demo-rflow-3d", "rflow", 300, 4,
+        ModelPlan("demo-vae-3d", "vae", 175, 2, vae_3d, sample_format="nifti", evaluate=False),
+        ModelPlan("demo-rflow-3d", "rflow", 250, 4,
                   {"autoencoder": "demo-vae-3d", "learning_rate": 5e-4, "warmup_steps": 50,
                    **_unet((32, 64), (False, True))},
                   sample_format="nifti", sampler={"kind": "rflow", "steps": 30}, eval_count=16),
-        ModelPlan("demo-ddpm3d", "ddpm3d", 120, 2,
+        # Seed 001's reference, trained about as long as the 3D vae and rflow together.
+        ModelPlan("demo-ddpm3d", "ddpm3d", 90, 2,
                   {"learning_rate": 5e-4, **_unet((16, 32), (False, False), num_heads=1)},
                   sample_format="nifti", sampler={"kind": "ddim", "steps": 25}, eval_count=16),
     ))
@@ -125,11 +126,17 @@ def tiny_plan() -> DemoPlan:
 
 
 def big_plan() -> DemoPlan:
-    """For a GPU machine: 128x128 slices, 64^3 volumes, longer training."""
+    """For a GPU machine: 128x128 slices and 128^3 volumes (seed 001's size;
+    the 3D first stage decodes its 32^3 latents in 16^3 tiles), longer training."""
     small = small_plan()
-    scaled = tuple(dataclasses.replace(m, steps=m.steps * 20, eval_count=0) for m in small.models)
-    return DemoPlan(scans=60, slice_size=128, volume_size=64, models=scaled, sample_count=64, eval_count=1000,
-                    gpus_per_worker=1.0)
+    scaled = []
+    for model in small.models:
+        model = dataclasses.replace(model, steps=model.steps * 20, eval_count=0)
+        if model.name == "demo-vae-3d":
+            model = dataclasses.replace(model, hyperparameters={**model.hyperparameters, "decode_tile": 16})
+        scaled.append(model)
+    return DemoPlan(scans=60, slice_size=128, volume_size=128, models=tuple(scaled), sample_count=64,
+                    eval_count=1000, gpus_per_worker=1.0)
 
 
 class Demo:
