@@ -83,7 +83,7 @@ def small_plan() -> DemoPlan:
            "mid_attention": False, "adversarial": "none", "learning_rate": 1e-3}
     ddim = {"kind": "ddim", "steps": 50}
     vae_3d = {**vae, "spatial_dims": 3, "learning_rate": 2e-3}  # 32^3 volumes -> 3 x 8^3 latents
-    return DemoPlan(scans=10, slice_size=64, volume_size=32, models=(
+    return DemoPlan(scans=14, slice_size=64, volume_size=32, models=(
         ModelPlan("demo-dcgan", "dcgan", 400, 16, {"latent_dim": 64, "generator_widths": [64, 64, 32]}),
         ModelPlan("demo-unet-gan", "unet_gan", 300, 8,
                   {"base_channels": 16, "max_channels": 64, "bottleneck_size": 8, "patch_grid": 8}),

@@ -11,8 +11,9 @@ first-stage memory, and the first slab of a streamed volume.
   evaluation service's 3D CT-FID needs a trained extractor, too heavy here.
   Reported: rflow-30's speed over DDPM-1000's and its distance relative to
   DDPM-1000's (MAISI-v2: 33x faster at a better FID).
-- Peak RSS of a 3D vae training step and of whole and tiled decodes at 32^3,
-  64^3 and 128^3 outputs, each in its own subprocess.
+- Peak RSS of a 3D vae training step and of whole and tiled (16^3-latent)
+  decodes at 32^3, 64^3 and 128^3 outputs, each in its own subprocess, with
+  the peak before the step (imports, network, inputs) beside it.
 - Time to the first message and to the whole volume when a 32^3 volume
   streams in 4-slice slabs from a served rflow model.
 """
@@ -93,17 +94,20 @@ def sampler_table() -> dict:
 
 def memory_child(side: int, what: str) -> None:
     """Run in a subprocess: one vae training step, or one decode to a side^3
-    volume (whole or in 16^3-latent tiles); print the peak RSS in MiB."""
-    vae = build("vae", {**VAE, "image_size": side})
-    if what == "train":
-        vae.train_step(Batch(image=volumes(1, side)), 0)
-    else:
-        from ctsynth.models.tiling import tiled_decode
+    volume (whole or in 16^3-latent tiles); print the peak RSS in MiB and the
+    peak before the step (imports, the network and its inputs)."""
+    from ctsynth.models.tiling import tiled_decode
 
-        latents = torch.randn(1, *vae.config.latent_shape())
+    vae = build("vae", {**VAE, "image_size": side})
+    images, latents = volumes(1, side), torch.randn(1, *vae.config.latent_shape())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if what == "train":
+        vae.train_step(Batch(image=images), 0)
+    else:
         with torch.no_grad():
             tiled_decode(vae.modules["autoencoder"].eval().decode, latents, 16 if what == "tiled decode" else 0, 0.25)
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "before_mib": before}))
 
 
 def first_stage_memory() -> dict:
