@@ -296,10 +296,12 @@ def test_vae_perceptual_loss_needs_a_local_weights_file(tmp_path):
     assert error.value.field == "perceptual_weights"
     weights = tmp_path / "resnet50.pt"
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), weights)
-    vae = make("vae", perceptual_weights=str(weights), adversarial="none")
-    losses = vae.train_step(batch(vae), 0)
-    assert math.isfinite(losses["perceptual"]) and losses["perceptual"] > 0
-    assert losses["loss"] == pytest.approx(losses["l1"] + 1e-6 * losses["kl"] + 0.001 * losses["perceptual"], rel=1e-5)
+    for name in ("vae", "vae_3d"):  # volumes: the 2D network on slices of the three planes (MONAI's 2.5D loss)
+        vae = make(name, perceptual_weights=str(weights), adversarial="none")
+        losses = vae.train_step(batch(vae), 0)
+        assert math.isfinite(losses["perceptual"]) and losses["perceptual"] > 0, name
+        assert losses["loss"] == pytest.approx(losses["l1"] + 1e-6 * losses["kl"] + 0.001 * losses["perceptual"],
+                                               rel=1e-5)
 
 
 def test_rflow_trains_on_the_straight_path_from_data_to_noise_with_the_velocity_as_target():
