@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
-from ctsynth.metrics.frechet import FeatureStatistics, frechet_distance
+from ctsynth.metrics.frechet import FeatureStatistics
 from ctsynth.models.base import Batch
 from ctsynth.models.families import get_family
-from tests.benchmarks.bench_diffusion import features, volumes
+from tests.benchmarks.bench_diffusion import features, sampler_row, volumes
 
 STEPS = int(os.environ.get("CTSYNTH_BENCH_LATENT_STEPS", "200"))
 SIZE, SAMPLES, BATCH = 32, 8, 4
@@ -75,15 +75,8 @@ def sampler_table() -> dict:
         family.load_autoencoder_state(vae.modules["autoencoder"].state_dict())
         latent[name] = (family, fit(family, data, STEPS))
     reference = FeatureStatistics.from_features(features(data), reference=True)
-    table = {}
-    for row, (model, kind, steps) in SAMPLERS.items():
-        family = latent[model][0]
-        started = time.perf_counter()
-        samples = family.sample(SAMPLES, torch.Generator().manual_seed(1), sampler={"kind": kind, "steps": steps})
-        seconds = time.perf_counter() - started
-        distance = frechet_distance(reference, FeatureStatistics.from_features(features(samples)))
-        table[row] = {"volumes_per_s": SAMPLES / seconds, "frechet_distance": distance}
-        print(row, {k: round(v, 4) for k, v in table[row].items()}, flush=True)
+    table = {row: sampler_row(row, latent[model][0], kind, steps, reference, SAMPLES)
+             for row, (model, kind, steps) in SAMPLERS.items()}
     recon = vae.validation_metrics(volumes(8, SIZE, seed=1))
     return {"vae_training_s": vae_seconds, "ldm_training_s": latent["ldm"][1], "rflow_training_s": latent["rflow"][1],
             "vae_reconstruction": recon, "samplers": table,

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from monai.inferers import sliding_window_inference
 
+from ctsynth.errors import InvalidArgument
+
 
 def tiled_decode(decoder: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, tile: int,
                  overlap: float) -> torch.Tensor:
@@ -22,3 +24,11 @@ def tiled_decode(decoder: Callable[[torch.Tensor], torch.Tensor], latents: torch
         return decoder(latents)
     return sliding_window_inference(latents, roi_size=(tile,) * len(spatial), sw_batch_size=1, predictor=decoder,
                                     overlap=overlap, mode="gaussian")
+
+
+def check_tiling(tile: int, overlap: float) -> None:
+    """A first stage's `decode_tile` and `decode_overlap`, INVALID_ARGUMENT naming the field."""
+    if tile < 0:
+        raise InvalidArgument("decode_tile", f"{tile} must be >= 0 (0 decodes whole)")
+    if not 0 <= overlap < 1:
+        raise InvalidArgument("decode_overlap", f"{overlap} is outside [0, 1)")

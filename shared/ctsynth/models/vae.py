@@ -39,7 +39,7 @@ from ctsynth.diffusion.samplers import initial_noise
 from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch, Family, FamilyConfig
 from ctsynth.models.distributed import unwrap
-from ctsynth.models.tiling import tiled_decode
+from ctsynth.models.tiling import check_tiling, tiled_decode
 
 ADVERSARIAL = ("none", "hinge", "least_squares")
 ADAM_BETAS = (0.5, 0.9)  # CompVis AutoencoderKL, both optimizers
@@ -91,10 +91,7 @@ class VAEConfig(FamilyConfig):
         for name in ("num_res_blocks", "latent_channels", "disc_channels", "disc_layers"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(name, f"{getattr(self, name)} must be >= 1")
-        if self.decode_tile < 0:
-            raise InvalidArgument("decode_tile", f"{self.decode_tile} must be >= 0 (0 decodes whole)")
-        if not 0 <= self.decode_overlap < 1:
-            raise InvalidArgument("decode_overlap", f"{self.decode_overlap} is outside [0, 1)")
+        check_tiling(self.decode_tile, self.decode_overlap)
         for name in ("kl_weight", "perceptual_weight", "adversarial_weight", "disc_start"):
             if not getattr(self, name) >= 0:
                 raise InvalidArgument(name, f"{getattr(self, name)} must be >= 0")
@@ -115,6 +112,15 @@ def build_autoencoder(config: VAEConfig) -> AutoencoderKL:
                          latent_channels=config.latent_channels, norm_num_groups=config.norm_num_groups,
                          with_encoder_nonlocal_attn=config.mid_attention,
                          with_decoder_nonlocal_attn=config.mid_attention)
+
+
+def reconstruction_quality(reconstruction: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM of reconstructions of images (N, C, *spatial)
+    in [0, 1]; the SSIM window fits the smallest side."""
+    side = min(images.shape[2:])
+    ssim = SSIMMetric(spatial_dims=images.dim() - 2, data_range=1.0, win_size=min(11, side - 1 + side % 2))
+    return {"psnr": PSNRMetric(max_val=1.0)(reconstruction, images).mean().item(),
+            "ssim": ssim(reconstruction, images).mean().item()}
 
 
 def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
@@ -201,10 +207,7 @@ class VAE(Family):
         from the posterior mean (the SSIM window fits the smallest side)."""
         images = images.to(self.device).float()
         reconstruction = unwrap(self.modules["autoencoder"]).reconstruct(images).clamp(0, 1)
-        side = min(images.shape[2:])
-        ssim = SSIMMetric(spatial_dims=self.spatial_dims, data_range=1.0, win_size=min(11, side - 1 + side % 2))
-        return {"psnr": PSNRMetric(max_val=1.0)(reconstruction, images).mean().item(),
-                "ssim": ssim(reconstruction, images).mean().item()}
+        return reconstruction_quality(reconstruction, images)
 
     @torch.no_grad()
     def sample(self, count: int, generator: torch.Generator, *, labels: torch.Tensor | None = None,

@@ -19,13 +19,13 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from monai.metrics import PSNRMetric, SSIMMetric
 from monai.networks.nets import VQVAE as MonaiVQVAE
 
 from ctsynth.errors import InvalidArgument
 from ctsynth.models.base import Batch, Family, FamilyConfig
 from ctsynth.models.distributed import unwrap
-from ctsynth.models.tiling import tiled_decode
+from ctsynth.models.tiling import check_tiling, tiled_decode
+from ctsynth.models.vae import reconstruction_quality
 
 ADAM_BETAS = (0.5, 0.9)
 
@@ -76,10 +76,7 @@ class VQVAEConfig(FamilyConfig):
             raise InvalidArgument("decay", f"{self.decay} is outside [0, 1)")
         if not self.learning_rate > 0:
             raise InvalidArgument("learning_rate", f"{self.learning_rate} must be > 0")
-        if self.decode_tile < 0:
-            raise InvalidArgument("decode_tile", f"{self.decode_tile} must be >= 0 (0 decodes whole)")
-        if not 0 <= self.decode_overlap < 1:
-            raise InvalidArgument("decode_overlap", f"{self.decode_overlap} is outside [0, 1)")
+        check_tiling(self.decode_tile, self.decode_overlap)
 
 
 def build_vqvae(config: VQVAEConfig) -> MonaiVQVAE:
@@ -138,10 +135,7 @@ class VQVAE(Family):
         finally:
             autoencoder.train(training)
         reconstruction = autoencoder.decode_samples(indices).float().clamp(0, 1)
-        side = min(images.shape[2:])
-        ssim = SSIMMetric(spatial_dims=self.spatial_dims, data_range=1.0, win_size=min(11, side - 1 + side % 2))
-        return {"psnr": PSNRMetric(max_val=1.0)(reconstruction, images).mean().item(),
-                "ssim": ssim(reconstruction, images).mean().item(),
+        return {**reconstruction_quality(reconstruction, images),
                 **codebook_usage(indices, self.config.num_embeddings)}
 
     @torch.no_grad()

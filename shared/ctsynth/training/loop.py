@@ -178,13 +178,15 @@ def validation_metrics(family: Family, spec: TrainSpec, store: ObjectStore) -> d
         return {}
     dataset, _ = open_stack(store, spec.dataset, family.spatial_dims, "validation")
     count = min(family.validation_items, len(dataset))
+    if not count:
+        return {}
     totals: dict[str, float] = {}
     for start in range(0, count, 4):
         rows = np.arange(start, min(start + 4, count))
         measured = family.validation_metrics(_batch(dataset, rows, family.device, family.config.image_size).image)
         for name, value in measured.items():
             totals[name] = totals.get(name, 0.0) + value * len(rows)
-    return {name: total / count for name, total in totals.items()} | ({"items": count} if count else {})
+    return {name: total / count for name, total in totals.items()} | {"items": count}
 
 
 def _wrap_ddp(family: Family, device: torch.device) -> None:
