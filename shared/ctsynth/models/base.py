@@ -182,7 +182,7 @@ class Family(ABC):
 
     name: ClassVar[str]
     config_cls: ClassVar[type[FamilyConfig]]
-    needs_masks: ClassVar[bool] = False
+    needs_masks: ClassVar[bool] = False  # trains on masks as a target whatever the config (the U-Net GAN)
     description: ClassVar[str] = ""
     # Sampler settings for quick previews (checkpoint grids): few steps for
     # diffusion families; None where `sample` takes no sampler settings.
@@ -204,6 +204,18 @@ class Family(ABC):
     def conditional(cls, config: FamilyConfig) -> bool:
         """Whether the family's models take the tumor label as a condition."""
         return False
+
+    @classmethod
+    def mask_conditioned(cls, config: FamilyConfig) -> bool:
+        """Whether the family's models take a nodule mask as a condition:
+        `sample(..., masks=)` with masks (count, 1, *spatial) in {0, 1},
+        saying where the nodules go, and training on the dataset's masks."""
+        return False
+
+    @classmethod
+    def uses_masks(cls, config: FamilyConfig) -> bool:
+        """Whether training reads the dataset's nodule masks (as a target or as a condition)."""
+        return cls.needs_masks or cls.mask_conditioned(config)
 
     @property
     def trainable(self) -> tuple[str, ...]:
@@ -232,7 +244,10 @@ class Family(ABC):
         """`count` samples in [0, 1], shape (count, *sample_shape()), fully
         determined by `generator`. `labels` (count,) for conditional
         families; `sampler` carries family-specific settings (diffusion
-        sampler kind/steps/eta/guidance_scale, GAN truncation_psi)."""
+        sampler kind/steps/eta/guidance_scale, GAN truncation_psi).
+        Mask-conditioned families (`mask_conditioned`) also take the keyword
+        `masks`, (count, 1, *spatial) float in {0, 1}: the nodules each
+        sample must show, where they are."""
 
     def sample_masks(self) -> bool:
         """Whether `sample` returns an extra mask channel after the image."""
