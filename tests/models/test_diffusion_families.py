@@ -43,13 +43,15 @@ TINY = {"vae": VAE_TINY,
                      **UNET_TINY, **FLOW_TINY},
         "rflow_vq": {"image_size": 32, "autoencoder": "vqvae:1", "autoencoder_family": "vqvae",
                      "autoencoder_config": VQ_TINY, **UNET_TINY, **FLOW_TINY},
-        "ddpm3d": {"image_size": 16, **UNET_TINY}}
+        "ddpm3d": {"image_size": 16, **UNET_TINY},
+        "ddpm3d_mask": {"image_size": 16, **UNET_TINY, "mask_channel": True}}
 DIFFUSION = ("ldm", "ldm_3d", "rflow", "rflow_3d", "rflow_vq", "ddpm3d")
 
 
 def family_of(case: str) -> str:
-    """The family a TINY case builds ("ldm_3d" -> "ldm", "rflow_vq" on a vqvae -> "rflow")."""
-    return case.removesuffix("_3d").removesuffix("_vq")
+    """The family a TINY case builds ("ldm_3d" -> "ldm", "rflow_vq" on a vqvae -> "rflow", "ddpm3d_mask" with
+    the mask input channel -> "ddpm3d")."""
+    return case.removesuffix("_3d").removesuffix("_vq").removesuffix("_mask")
 
 
 
@@ -60,8 +62,13 @@ def make(name: str, precision: str = "fp32", seed: int = 0, **changes) -> Family
 
 
 def batch(family: Family, seed: int = 0) -> Batch:
+    """Two random items, the second with a nodule (a cube mask in its first octant)."""
     generator = torch.Generator().manual_seed(seed)
-    return Batch(image=torch.rand(2, *family.sample_shape(), generator=generator), label=torch.tensor([0, 1]))
+    spatial = family.sample_shape()[1:]
+    mask = torch.zeros(2, 1, *spatial)
+    mask[(1, 0) + tuple(slice(0, n // 2) for n in spatial)] = 1
+    return Batch(image=torch.rand(2, *family.sample_shape(), generator=generator), label=torch.tensor([0, 1]),
+                 mask=mask)
 
 
 def parameters(family: Family, name: str) -> list[torch.Tensor]:
@@ -89,7 +96,7 @@ def test_registry_resolves_the_diffusion_families():
                                                                                          DDPM3D]
     assert {case: make(case).spatial_dims for case in TINY} == {
         "vae": 2, "vae_3d": 3, "vqvae": 2, "vqvae_3d": 3, "ldm": 2, "ldm_3d": 3, "rflow": 2, "rflow_3d": 3,
-        "rflow_vq": 2, "ddpm3d": 3}
+        "rflow_vq": 2, "ddpm3d": 3, "ddpm3d_mask": 3}
 
 
 @pytest.mark.parametrize("name, changes", [
@@ -166,6 +173,62 @@ def test_guidance_makes_tumor_and_no_tumor_samples_differ():
 def test_unconditional_families_refuse_labels(trained):
     with pytest.raises(InvalidArgument):
         trained["ddpm3d"].sample(1, torch.Generator(), labels=torch.tensor([1]))
+
+
+def cube_masks(count: int, side: int, corner: int) -> torch.Tensor:
+    """`count` masks of a side^3 volume, each a cube of side/2 at corner 0 (origin) or 1 (far corner)."""
+    masks = torch.zeros(count, 1, side, side, side)
+    half = slice(0, side // 2) if corner == 0 else slice(side // 2, side)
+    masks[:, :, half, half, half] = 1
+    return masks
+
+
+def test_the_mask_channel_puts_the_bright_nodule_where_the_mask_is():
+    """Trained on volumes that are bright exactly where their mask is, the
+    mask-conditioned DDPM draws the bright region where a new mask asks,
+    and the same seed with the other mask moves it. (T = 50 steps of a
+    steep schedule, so that the tiny U-Net learns every noise level in 150
+    steps; the ancestral chain is the sampler it trained for.)"""
+    family = make("ddpm3d_mask", learning_rate=3e-3, ema_decay=0.0, num_train_timesteps=50, beta_end=0.3,
+                  sampler_kind="ddpm", sampler_steps=50)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(150):
+        masks = torch.cat([cube_masks(1, 16, 0), cube_masks(1, 16, 1)])[torch.randperm(2, generator=generator)]
+        family.train_step(Batch(image=0.15 + 0.7 * masks, mask=masks), step)
+    for corner in (0, 1):
+        masks = cube_masks(2, 16, corner)
+        drawn = family.sample(2, torch.Generator().manual_seed(5), masks=masks)
+        inside, outside = drawn[masks == 1].mean(), drawn[masks == 0].mean()
+        assert inside > outside + 0.2, (corner, float(inside), float(outside))
+
+
+@pytest.mark.parametrize("masks, reason", [
+    (None, "needs masks of shape"),
+    (torch.zeros(2, 1, 8, 8, 8), "this model needs"),
+    (torch.full((2, 1, 16, 16, 16), 0.5), "0 or 1"),
+])
+def test_a_mask_conditioned_model_refuses_missing_or_malformed_masks(masks, reason):
+    with pytest.raises(InvalidArgument, match=reason) as error:
+        make("ddpm3d_mask").sample(2, torch.Generator(), masks=masks, sampler={"kind": "ddim", "steps": 2})
+    assert error.value.field == "mask"
+
+
+def test_a_model_without_mask_input_refuses_masks_and_trains_without_them(trained):
+    with pytest.raises(InvalidArgument, match="takes no mask"):
+        trained["ddpm3d"].sample(1, torch.Generator(), masks=cube_masks(1, 16, 0))
+    with pytest.raises(InvalidArgument, match="trains on nodule masks"):
+        make("ddpm3d_mask").train_step(Batch(image=torch.rand(2, 1, 16, 16, 16)), 0)
+
+
+def test_a_latent_grid_keeps_every_masked_cell():
+    """A single nodule voxel survives the mask's reduction to the latent grid."""
+    ldm = make("ldm_3d", mask_channel=True)
+    mask = torch.zeros(1, 1, 16, 16, 16)
+    mask[0, 0, 5, 9, 13] = 1
+    grid = ldm.mask_condition(mask)
+    assert grid.shape[2:] == ldm.diffusion_shape()[1:] and grid.sum() == 1
+    factor = 16 // grid.shape[-1]
+    assert grid[0, 0, 5 // factor, 9 // factor, 13 // factor] == 1
 
 
 @pytest.mark.parametrize("name, changes, field", [

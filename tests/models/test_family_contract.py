@@ -40,8 +40,16 @@ def batch(family: Family, seed: int) -> Batch:
                  mask)
 
 
-def labels(family: Family, count: int) -> torch.Tensor | None:
-    return torch.arange(count) % 2 if family.conditional(family.config) else None
+def conditions(family: Family, count: int) -> dict[str, torch.Tensor | None]:
+    """`sample`'s condition keywords for `count` items: labels 0, 1, ... for a
+    conditional family, the second half of every other item a nodule for a
+    mask-conditioned one."""
+    values = {"labels": torch.arange(count) % 2 if family.conditional(family.config) else None}
+    if family.mask_conditioned(family.config):
+        masks = torch.zeros(count, 1, *family.sample_shape()[1:])
+        masks[::2, :, family.sample_shape()[1] // 2:] = 1
+        values["masks"] = masks
+    return values
 
 
 def sampler(family: Family) -> dict:
@@ -103,8 +111,8 @@ def test_checkpoint_round_trip_is_bit_exact(name):
         for module in family.modules.values():
             module.eval()
     options = sampler(original)
-    assert torch.equal(copy.sample(2, torch.Generator().manual_seed(3), labels=labels(copy, 2), sampler=options),
-                       original.sample(2, torch.Generator().manual_seed(3), labels=labels(original, 2),
+    assert torch.equal(copy.sample(2, torch.Generator().manual_seed(3), **conditions(copy, 2), sampler=options),
+                       original.sample(2, torch.Generator().manual_seed(3), **conditions(original, 2),
                                        sampler=options))
 
 
@@ -125,12 +133,12 @@ def test_resume_from_a_checkpoint_continues_bit_for_bit(name):
 
 def test_sampling_is_determined_by_the_seed(name):
     family = build(name)
-    options, rows = sampler(family), labels(family, 2)
-    first = family.sample(2, torch.Generator().manual_seed(1), labels=rows, sampler=options)
+    options, rows = sampler(family), conditions(family, 2)
+    first = family.sample(2, torch.Generator().manual_seed(1), **rows, sampler=options)
     assert first.shape[0] == 2 and first.shape[2:] == family.sample_shape()[1:]
     assert first.dtype == torch.float32 and 0 <= first.min() and first.max() <= 1
-    assert torch.equal(first, family.sample(2, torch.Generator().manual_seed(1), labels=rows, sampler=options))
-    assert not torch.equal(first, family.sample(2, torch.Generator().manual_seed(2), labels=rows, sampler=options))
+    assert torch.equal(first, family.sample(2, torch.Generator().manual_seed(1), **rows, sampler=options))
+    assert not torch.equal(first, family.sample(2, torch.Generator().manual_seed(2), **rows, sampler=options))
 
 
 def test_config_round_trips_through_json(name):

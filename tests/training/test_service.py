@@ -67,7 +67,7 @@ def test_resubmitting_the_same_request_returns_the_same_job(service, monkeypatch
     (request(dataset="missing"), grpc.StatusCode.NOT_FOUND, "no dataset named 'missing'"),
     (request(dataset="tiny:7"), grpc.StatusCode.NOT_FOUND, "has no version 7"),
     (request(dataset="Bad Name!"), grpc.StatusCode.INVALID_ARGUMENT, "dataset"),
-    (request(family="unet_gan", dataset="clean"), grpc.StatusCode.FAILED_PRECONDITION, "needs tumor masks"),
+    (request(family="unet_gan", dataset="clean"), grpc.StatusCode.FAILED_PRECONDITION, "trains on nodule masks"),
     (request(steps=-3), grpc.StatusCode.INVALID_ARGUMENT, "steps"),
     (request(scaling=training_pb2.Scaling(workers=-1)), grpc.StatusCode.INVALID_ARGUMENT, "scaling.workers"),
     (request(split="holdout"), grpc.StatusCode.INVALID_ARGUMENT, "split"),

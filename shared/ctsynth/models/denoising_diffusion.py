@@ -16,7 +16,11 @@ only, not class labels.
 
 Optionally class-conditional on tumor presence with classifier-free guidance
 (Ho & Salimans 2022): the labels 0 (no tumor) and 1 (tumor) are replaced by a
-null class 2 with probability `p_uncond` during training.
+null class 2 with probability `p_uncond` during training. Optionally
+mask-conditioned (`mask_channel`, Lung-DDPM's approach, Jiang et al. 2025):
+the nodule mask, resized to the denoised grid, is an extra input channel of
+the U-Net in training and sampling, so a sample shows its nodules where the
+mask has them.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class DenoiserConfig(FamilyConfig):
     ema_decay: float = 0.9999
     conditional: bool = False
     p_uncond: float = 0.1
+    mask_channel: bool = False  # the nodule mask as an extra U-Net input channel (Lung-DDPM)
     sampler_kind: str = "ddpm"
     sampler_steps: int = 1000
     sampler_eta: float = 0.0
@@ -148,10 +153,10 @@ class DiffusionConfig(DenoiserConfig):
         super().validate()
 
 
-def build_unet(config: DenoiserConfig, spatial_dims: int, in_channels: int) -> DiffusionModelUNet:
-    """The denoiser eps_theta: (N, in_channels, *spatial), t (N,)[, class (N,)] -> (N, in_channels, *spatial)."""
+def build_unet(config: DenoiserConfig, spatial_dims: int, channels: int) -> DiffusionModelUNet:
+    """The denoiser eps_theta: (N, channels [+ 1 mask], *spatial), t (N,)[, class (N,)] -> (N, channels, *spatial)."""
     return DiffusionModelUNet(
-        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=in_channels,
+        spatial_dims=spatial_dims, in_channels=channels + int(config.mask_channel), out_channels=channels,
         channels=config.unet_channels, attention_levels=config.attention_levels,
         num_res_blocks=config.num_res_blocks, norm_num_groups=config.norm_num_groups,
         num_head_channels=tuple(max(c // config.num_heads, 1) for c in config.unet_channels),
@@ -197,6 +202,10 @@ class DenoisingDiffusion(Family):
     def conditional(cls, config: DenoiserConfig) -> bool:
         return config.conditional
 
+    @classmethod
+    def mask_conditioned(cls, config: DenoiserConfig) -> bool:
+        return config.mask_channel
+
     def diffusion_shape(self) -> tuple[int, ...]:
         """(C, *spatial) of x0."""
         return self.sample_shape()
@@ -234,14 +243,57 @@ class DenoisingDiffusion(Family):
         for group in optimizer.param_groups:
             group["lr"] = self.learning_rate(step)
         optimizer.zero_grad(set_to_none=True)
+        masks = self._training_masks(batch)
         with self.precision.autocast():
-            prediction = unet(noisy, timesteps, class_labels=self._training_labels(batch))
+            prediction = self.denoise(unet, noisy, timesteps, self._training_labels(batch), masks)
         loss = F.mse_loss(prediction.float(), target)
         self.precision.backward(loss)
         self.precision.step(optimizer)
         updates = step + 1  # CompVis LitEma's warm-up: decay min(d, (1 + n) / (10 + n)) at the n-th update
         update_ema(self.modules["ema"], unet, min(config.ema_decay, (1 + updates) / (10 + updates)))
         return {"loss": loss.item()}
+
+    def denoise(self, unet: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
+                masks: torch.Tensor | None) -> torch.Tensor:
+        """The U-Net's output at (x_t, t) given the conditions: the mask,
+        already on the denoised grid (`mask_condition`), as an extra channel."""
+        if masks is not None:
+            x = torch.cat([x, masks.to(x.dtype)], dim=1)
+        return unet(x, t, class_labels=labels)
+
+    def mask_condition(self, masks: torch.Tensor) -> torch.Tensor:
+        """Masks (N, 1, *image spatial) in {0, 1} on the grid the U-Net
+        denoises: the image grid itself here; a latent model's coarser grid
+        keeps a cell where any of its voxels is nodule (max pooling), so no
+        small nodule vanishes."""
+        grid = self.diffusion_shape()[1:]
+        if tuple(masks.shape[2:]) == tuple(grid):
+            return masks.float()
+        return F.adaptive_max_pool3d(masks.float(), grid) if len(grid) == 3 else F.adaptive_max_pool2d(masks.float(), grid)
+
+    def _training_masks(self, batch: Batch) -> torch.Tensor | None:
+        if not self.mask_conditioned(self.config):
+            return None
+        if batch.mask is None:
+            raise InvalidArgument("mask", f"{self.name} with mask_channel trains on nodule masks; the dataset "
+                                          "must provide them")
+        return self.mask_condition(batch.mask.to(self.device))
+
+    def _sampling_masks(self, count: int, masks: torch.Tensor | None) -> torch.Tensor | None:
+        """Checked sampling masks on the denoised grid; None for a family without mask input."""
+        if not self.mask_conditioned(self.config):
+            if masks is not None:
+                raise InvalidArgument("mask", f"this {self.name} model takes no mask; pass none")
+            return None
+        shape = (count, 1, *self.sample_shape()[1:])
+        if masks is None:
+            raise InvalidArgument("mask", f"this {self.name} model is mask-conditioned and needs masks of shape {shape}")
+        masks = torch.as_tensor(masks, device=self.device).float()
+        if tuple(masks.shape) != shape:
+            raise InvalidArgument("mask", f"masks of shape {tuple(masks.shape)}, this model needs {shape}")
+        if bool(((masks != 0) & (masks != 1)).any()):
+            raise InvalidArgument("mask", "mask values must be 0 or 1")
+        return self.mask_condition(masks)
 
     def _training_labels(self, batch: Batch) -> torch.Tensor | None:
         """Tumor labels with each replaced by the null class w.p. p_uncond; None when unconditional."""
@@ -262,19 +314,23 @@ class DenoisingDiffusion(Family):
 
     @torch.no_grad()
     def sample(self, count: int, generator: torch.Generator, *, labels: torch.Tensor | None = None,
-               sampler: Mapping[str, Any] | None = None) -> torch.Tensor:
+               sampler: Mapping[str, Any] | None = None, masks: torch.Tensor | None = None) -> torch.Tensor:
         """`count` samples from the EMA denoiser. A conditional family given no
-        labels samples unconditionally (the null class)."""
+        labels samples unconditionally (the null class); a mask-conditioned
+        one needs `masks`."""
         config = self.config
         settings = config.sampler_settings(sampler)
+        masks = self._sampling_masks(count, masks)
         labels, guidance_scale = self._sampling_labels(count, labels), settings.guidance_scale
         if config.conditional and labels is None:
             labels, guidance_scale = torch.full((count,), NULL_LABEL, device=self.device), 1.0
         ema = self.modules["ema"]
 
         def model_fn(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+            # Classifier-free guidance doubles the batch; the masks follow it.
+            condition = None if masks is None else masks.repeat(x.shape[0] // count, *(1,) * (masks.dim() - 1))
             with self.precision.autocast():
-                return ema(x, t, class_labels=y).float()
+                return self.denoise(ema, x, t, y, condition).float()
 
         noise = initial_noise((count, *self.diffusion_shape()), generator, self.device)
         chain = Sampler(settings.kind, make_scheduler(settings.kind, objective=config.OBJECTIVE,

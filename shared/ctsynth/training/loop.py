@@ -105,8 +105,9 @@ class StepBatches:
 
 def _dataset(family: Family, spec: TrainSpec, store: ObjectStore) -> StackDataset:
     dataset, manifest = open_stack(store, spec.dataset, family.spatial_dims, spec.split,
-                                   with_mask=family.needs_masks, condition=family.conditional(family.config))
-    if family.needs_masks and manifest.get("counts", {}).get("tumor_slices", 0) == 0:
+                                   with_mask=family.uses_masks(family.config),
+                                   condition=family.conditional(family.config))
+    if family.uses_masks(family.config) and manifest.get("counts", {}).get("tumor_slices", 0) == 0:
         raise FailedPrecondition(f"{spec.family} needs tumor masks, and dataset {spec.dataset} has none")
     return dataset
 
