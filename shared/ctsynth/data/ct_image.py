@@ -15,6 +15,7 @@ rows along +y (posterior), slices along +z (superior).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -96,3 +97,9 @@ def ct_slice(header: CtSeriesHeader, plane: SlicePlane, stored: np.ndarray, *, i
 def _ds(value: float) -> DSfloat:
     """A decimal string that fits DICOM's 16 characters."""
     return DSfloat(float(value), auto_format=True)
+
+
+def grid_origin_mm(shape: Sequence[int], spacing: Sequence[float]) -> tuple[float, ...]:
+    """LPS position (same axis order as `shape`) of the first voxel's centre
+    that centres a grid of `shape` voxels on the origin (the synthetic outputs' grid)."""
+    return tuple(-(n - 1) / 2 * s for n, s in zip(shape, spacing, strict=True))

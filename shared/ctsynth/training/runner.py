@@ -56,14 +56,21 @@ def plan(request: TrainRequest, store: ObjectStore, *, job_id: str, version: str
     if split not in manifest.get("splits", {}):
         raise InvalidArgument("split", f"dataset {dataset_name}:{dataset_version} has no split {split!r}")
     counts = manifest["splits"][split]
+
+    def require_masks(dataset: str) -> None:
+        if counts.get("tumor_slices", 0) == 0:
+            raise FailedPrecondition(f"family {family_cls.name} trains on nodule masks, and the {split} split of "
+                                     f"dataset {dataset} has no slice with a nodule")
+
+    if family_cls.needs_masks:  # before the config: its masks are needed whatever the hyperparameters
+        require_masks(f"{dataset_name}:{dataset_version}")
     hyper, extra = family_cls.resolve_inputs(dict(request.hyperparameters), Registry(store, "models", "model"))
     stack = layout(family_cls.config_cls.dims_in(hyper))
     hyper.setdefault("image_size", request.image_size or (stack.item_shape(manifest) or [64])[-1])
     hyper.setdefault("seed", request.seed)
     config = family_cls.config_cls.from_json(hyper)
-    if family_cls.uses_masks(config) and counts.get("tumor_slices", 0) == 0:
-        raise FailedPrecondition(f"family {family_cls.name} trains on nodule masks here, and the {split} split of "
-                                 f"dataset {dataset_name}:{dataset_version} has no slice with a nodule")
+    if family_cls.mask_conditioned(config):
+        require_masks(f"{dataset_name}:{dataset_version}")
     batch = request.batch_size or getattr(config, "batch_size", 0) or 8
     steps = _budget_steps(request, stack.items(manifest, split), batch, request.workers,
                           family_cls.batches_per_step(config))
