@@ -36,10 +36,11 @@ TINY = {
 }
 
 
-def train(store, dataset: str, family: str, name: str | None = None, steps: int = 1) -> str:
-    """Train `family` for `steps` steps and publish it as `name`:1."""
+def train(store, dataset: str, family: str, name: str | None = None, steps: int = 1, **changes) -> str:
+    """Train `family` (its TINY config with `changes`) for `steps` steps and publish it as `name`:1."""
     name = name or family.replace("_", "-")
-    spec = TrainSpec(job_id=f"job-{name}", family=family, config=TINY[family], dataset=dataset, model_name=name,
+    spec = TrainSpec(job_id=f"job-{name}", family=family, config={**TINY[family], **changes}, dataset=dataset,
+                     model_name=name,
                      version="1", store_uri=store.uri, steps=steps, batch_size=2, log_interval=1, seed=3)
     train_worker(spec, WorkerContext())
     return f"{name}:1"
@@ -47,12 +48,14 @@ def train(store, dataset: str, family: str, name: str | None = None, steps: int 
 
 @pytest.fixture(scope="session")
 def store_uri(tmp_path_factory) -> str:
-    """A store with the dataset `tiny` and one trained model per family of TINY."""
+    """A store with the dataset `tiny`, one trained model per family of TINY
+    and `ddpm3d-mask`, the 3D DDPM with the nodule mask as input."""
     root = tmp_path_factory.mktemp("sampling")
     store = open_store((root / "store").as_uri())
     dataset = publish_dataset(store, "tiny", root / "tiny")
     for family in TINY:
         train(store, dataset, family)
+    train(store, dataset, "ddpm3d", "ddpm3d-mask", mask_channel=True)
     return store.uri
 
 

@@ -9,15 +9,16 @@ from ctsynth import proto_enums
 from ctsynth.diffusion import SAMPLER_KINDS
 from ctsynth.errors import InvalidArgument
 from ctsynth.ingest.options import SOURCE_KINDS
-from ctsynth.proto_enums import (CONDITION, MASK_MODE, OUTPUT_FORMAT, PRECISION, SAMPLER_KIND, SOURCE_KIND, VIEW,
-                                 EnumTable)
+from ctsynth.conditioning.layout import UNITS
+from ctsynth.proto_enums import (CONDITION, MASK_MODE, NODULE_UNITS, OUTPUT_FORMAT, PRECISION, SAMPLER_KIND,
+                                 SOURCE_KIND, VIEW, EnumTable)
 from ctsynth.sampling.formats import FORMATS
 from ctsynth.training.spec import PRECISIONS
 from ctsynth.v1 import common_pb2, ingest_pb2, sampling_pb2, training_pb2
 
 TABLES = [value for value in vars(proto_enums).values() if isinstance(value, EnumTable)]
 ENUMS = [common_pb2.JobState, common_pb2.Condition, ingest_pb2.SourceKind, ingest_pb2.View, ingest_pb2.MaskMode,
-         sampling_pb2.SamplerKind, sampling_pb2.OutputFormat, training_pb2.Precision]
+         sampling_pb2.SamplerKind, sampling_pb2.OutputFormat, sampling_pb2.NoduleUnits, training_pb2.Precision]
 
 
 def test_every_proto_enum_has_one_table():
@@ -58,3 +59,4 @@ def test_the_library_speaks_the_same_names():
     assert set(OUTPUT_FORMAT.names) == set(FORMATS)
     assert set(SAMPLER_KIND.names) == set(SAMPLER_KINDS)
     assert set(SOURCE_KIND.choices) == set(SOURCE_KINDS)
+    assert set(NODULE_UNITS.names) == set(UNITS)

@@ -78,6 +78,7 @@ PRECISION = EnumTable.of(training_pb2.Precision, "precision", unspecified="fp32"
 SAMPLER_KIND = EnumTable.of(sampling_pb2.SamplerKind, "sampler.kind", aliases={"euler-a": "euler_ancestral"})
 OUTPUT_FORMAT = EnumTable.of(sampling_pb2.OutputFormat, "format", unspecified="float16",
                               aliases={"npy": "float16", "hu": "hu_int16", "png": "png8"})
+NODULE_UNITS = EnumTable.of(sampling_pb2.NoduleUnits, "nodules.units", unspecified="voxel")
 CONDITION = EnumTable.of(common_pb2.Condition, "condition", spelled={"no_tumor": "no-tumor"})
 SOURCE_KIND = EnumTable.of(ingest_pb2.SourceKind, "source_kind", unspecified="auto")
 VIEW = EnumTable.of(ingest_pb2.View, "slices.views")

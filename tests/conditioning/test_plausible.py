@@ -17,13 +17,16 @@ SITES = [(10, 12, 8), (20, 18, 24)]  # voxel centres of the planted real nodules
 
 
 def planted(count: int = 6) -> tuple[np.ndarray, np.ndarray]:
-    """`count` real volumes: a dense body box, lung air inside it, a 3-voxel cube nodule at one of SITES."""
+    """`count` real volumes: a dense body box around a box of lung air, a
+    3-voxel cube nodule at one of SITES in the lung."""
     images = np.zeros((count, SIDE, SIDE, SIDE), np.float32)
     images[:, 4:28, 4:28, 4:28] = 0.6
+    images[:, 4:28, 7:25, 7:25] = 0.1  # the lung, open at the top and bottom slices like the airways
     masks = np.zeros_like(images, dtype=np.uint8)
     for i in range(count):
         z, y, x = SITES[i % 2]
         masks[i, z - 1:z + 2, y - 1:y + 2, x - 1:x + 2] = 1
+        images[i][masks[i] == 1] = 0.7
     return images, masks
 
 
@@ -38,7 +41,7 @@ def test_the_prior_finds_the_real_nodules_and_the_body():
     prior = prior_from_items(images, masks, SPACING, body_level=0.3, annotations=annotations())
     np.testing.assert_allclose(sorted(map(tuple, prior.positions * (SIDE - 1))), sorted(SITES * 3), atol=1e-9)
     body = prior.body_mask((SIDE,) * 3)
-    assert body[16, 16, 16] and not body[1, 1, 1] and body.sum() == 24 ** 3
+    assert body[16, 16, 16] and not body[1, 1, 1] and body.sum() == 24 ** 3  # the lungs are inside the body
     np.testing.assert_array_equal(prior.nodules[:, 0], (4.0, 6.0, 9.0))
     again = LayoutPrior.from_json(prior.to_json())
     assert np.array_equal(again.positions, prior.positions) and np.array_equal(again.nodules, prior.nodules)

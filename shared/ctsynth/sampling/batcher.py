@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from ctsynth.errors import Unavailable
@@ -55,6 +56,7 @@ class Work:
     options: tuple[tuple[str, Any], ...]  # the sampler settings, hashable: work merges only with equal ones
     seeds: list[int]
     labels: list[int] | None
+    masks: np.ndarray | None = None  # (len(seeds), 1, *spatial) uint8 0/1 for mask-conditioned models
     future: Future = field(default_factory=Future)
 
 
@@ -80,9 +82,11 @@ class Batcher:
         return max(1, min(self.max_batch, PASS_BYTES // item_bytes(model)))
 
     def submit(self, model: LoadedModel, options: Mapping[str, Any], seeds: Sequence[int],
-               labels: Sequence[int] | None) -> Future:
-        """A future of the items' samples, (len(seeds), C, *spatial) on the CPU."""
-        work = Work(model, tuple(sorted(options.items())), list(seeds), None if labels is None else list(labels))
+               labels: Sequence[int] | None, masks: np.ndarray | None = None) -> Future:
+        """A future of the items' samples, (len(seeds), C, *spatial) on the CPU;
+        `masks`, one per seed, are the conditions of a mask-conditioned model."""
+        work = Work(model, tuple(sorted(options.items())), list(seeds), None if labels is None else list(labels),
+                    masks)
         if not self.enabled:
             self._run([work])
             return work.future
@@ -167,22 +171,23 @@ class Batcher:
         model = group[0].model
         seeds = [seed for work in group for seed in work.seeds]
         labels = None if group[0].labels is None else [label for work in group for label in work.labels]
+        masks = None if group[0].masks is None else np.concatenate([work.masks for work in group])
         options = dict(group[0].options)
         try:
-            merged = self._passes(model, seeds, labels, options)
+            merged = self._passes(model, seeds, labels, options, masks)
         except NotPerItem as exc:
             log.warning("sampling items one by one", extra={"model": model.reference, "reason": str(exc)})
             self._per_item_only.add(model.reference)
-            merged = self._passes(model, seeds, labels, options)
+            merged = self._passes(model, seeds, labels, options, masks)
         return list(merged.split([len(work.seeds) for work in group]))
 
     def _passes(self, model: LoadedModel, seeds: list[int], labels: list[int] | None,
-                options: dict[str, Any]) -> torch.Tensor:
+                options: dict[str, Any], masks: np.ndarray | None) -> torch.Tensor:
         rows = self.rows(model)
         outputs = []
         for start in range(0, len(seeds), rows):
-            part = seeds[start:start + rows]
+            part, end = seeds[start:start + rows], start + rows
             SAMPLING_BATCH.labels(model.reference).observe(len(part))
-            outputs.append(sample_rows(model.family, part, None if labels is None else labels[start:start + rows],
-                                       options, rows).float().cpu())
+            outputs.append(sample_rows(model.family, part, None if labels is None else labels[start:end],
+                                       options, rows, None if masks is None else masks[start:end]).float().cpu())
         return torch.cat(outputs)

@@ -13,6 +13,7 @@ so that no message and no encoded buffer holds the whole volume.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -22,19 +23,27 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctsynth.errors import InvalidArgument, ResourceExhausted
+import numpy as np
+
+from ctsynth.conditioning.layout import Nodule
+from ctsynth.conditioning.plausible import LayoutPrior, dataset_prior
+from ctsynth.errors import InvalidArgument, NotFound, ResourceExhausted
 from ctsynth.models.base import Family
 from ctsynth.models.checkpoint import LoadedModel
 from ctsynth.observability.prometheus import SAMPLING_DURATION, SAMPLING_FIRST_ITEM, SAMPLING_ITEMS, SAMPLING_REQUESTS
 from ctsynth.sampling.batcher import Batcher, item_bytes
 from ctsynth.sampling.cache import ModelCache
+from ctsynth.sampling.conditions import ItemConditions, NoduleRequest, item_conditions
 from ctsynth.sampling.formats import (Encoded, OutputContext, check_format, encode, encode_mask, encode_slabs,
                                       output_context, size_bound)
 from ctsynth.sampling.limits import Limiter
 from ctsynth.sampling.seeds import either_label, item_seed
 from ctsynth.sampling.settings import SamplingSettings
 from ctsynth.sampling.utilization import watch_utilization
-from ctsynth.storage import ObjectStore
+from ctsynth.storage import ObjectNotFound, ObjectStore
+
+log = logging.getLogger("ctsynth.sampling")
+Conditioned = tuple[np.ndarray, list[tuple[Nodule, ...]]]  # a pass's conditioning masks and nodule lists
 
 PIECES_IN_FLIGHT = 2
 # What a message holds besides its items' data and masks (model reference,
@@ -57,9 +66,11 @@ class SampleSpec:
     format: str = "float16"
     batch_size: int = 0  # items per piece; 0: the server decides
     slab_slices: int | None = None  # volumes: at most this many slices per piece; None: as many as fit
+    nodules: NoduleRequest = field(default_factory=NoduleRequest)  # mask-conditioned models: where nodules go
 
     def check(self, max_count: int) -> None:
         """The checks that need no model; INVALID_ARGUMENT naming the field."""
+        self.nodules.check()
         if not 1 <= self.count <= max_count:
             raise InvalidArgument("count", f"{self.count} is outside 1-{max_count} (the limit per request)")
         if not 0 <= self.seed < 2 ** 64:
@@ -83,9 +94,10 @@ class Item:
     seed: int
     label: int | None  # the condition it was sampled with
     encoded: Encoded
-    mask: bytes  # uint8 0/1 when the model makes masks, else empty
+    mask: bytes  # uint8 0/1: the mask the model made, or the one it was conditioned on; else empty
     z0: int = 0  # a slab's first slice
     depth: int = 0  # the slices of the volume a slab is part of; 0: the item is whole
+    nodules: tuple[Nodule, ...] = ()  # mask-conditioned models: the nodules the item was asked for
 
 
 @dataclass(frozen=True)
@@ -142,6 +154,7 @@ class SamplingEngine:
         self.limiter = Limiter(settings.max_concurrent, settings.max_bytes_in_flight)
         self.max_message_bytes = max_message_bytes
         self._contexts: dict[str, OutputContext] = {}
+        self._priors: dict[str, LayoutPrior | None] = {}
         watch_utilization(self.device)
 
     def stream(self, spec: SampleSpec, cancellation: Cancellation) -> Iterator[Piece]:
@@ -157,9 +170,10 @@ class SamplingEngine:
         check_format(spec.format, family.spatial_dims, family.sample_shape()[0])
         options = family.sampler_options(spec.sampler, spec.truncation_psi)
         context = self._context(model)
+        conditions = item_conditions(family, spec.nodules, context.spacing, spec.count, lambda: self._prior(model))
         shape = family.sample_shape()
         fixed, per_slice = size_bound(spec.format, shape)
-        per_slice += math.prod(shape[-2:]) if family.sample_masks() else 0
+        per_slice += math.prod(shape[-2:]) if family.sample_masks() or conditions is not None else 0
         budget = self.max_message_bytes - MESSAGE_ENVELOPE_BYTES
         depth = shape[1] if family.spatial_dims == 3 else 1
         slab = self._slab_slices(spec, model, (budget - fixed) // per_slice, depth)
@@ -168,7 +182,8 @@ class SamplingEngine:
         # A piece is held as float32 samples and as encoded bytes (at most as large).
         with self.limiter.admit(PIECES_IN_FLIGHT * rows * item_bytes(model) * 2):
             SAMPLING_REQUESTS.labels(model.name, spec.format).inc()
-            for number, piece in enumerate(self._pieces(model, spec, options, context, rows, slab, cancellation)):
+            pieces = self._pieces(model, spec, options, context, conditions, rows, slab, cancellation)
+            for number, piece in enumerate(pieces):
                 if number == 0:
                     SAMPLING_FIRST_ITEM.observe(time.perf_counter() - started)
                 yield piece
@@ -195,34 +210,37 @@ class SamplingEngine:
         return spec.slab_slices if spec.slab_slices < depth else None
 
     def _pieces(self, model: LoadedModel, spec: SampleSpec, options: dict[str, Any], context: OutputContext,
-                rows: int, slab: int | None, cancellation: Cancellation) -> Iterator[Piece]:
+                conditions: ItemConditions | None, rows: int, slab: int | None,
+                cancellation: Cancellation) -> Iterator[Piece]:
         family = model.family
         conditional = family.conditional(family.config)
         starts = iter(range(0, spec.count, rows))
-        pending: deque[tuple[int, list[int], list[int] | None, Future]] = deque()
+        pending: deque[tuple[int, list[int], list[int] | None, Conditioned | None, Future]] = deque()
 
         def submit_next() -> None:
             start = next(starts, None)
             if start is None or cancellation.cancelled:
                 return
-            seeds = [item_seed(spec.seed, i) for i in range(start, min(start + rows, spec.count))]
+            indexes = range(start, min(start + rows, spec.count))
+            seeds = [item_seed(spec.seed, i) for i in indexes]
             labels = [either_label(s) if spec.condition is None else spec.condition for s in seeds] \
                 if conditional else None
-            future = self.batcher.submit(model, options, seeds, labels)
+            conditioned = None if conditions is None else conditions.items(indexes, seeds)
+            future = self.batcher.submit(model, options, seeds, labels, None if conditioned is None else conditioned[0])
             cancellation.watch(future)
-            pending.append((start, seeds, labels, future))
+            pending.append((start, seeds, labels, conditioned, future))
 
         try:
             for _ in range(PIECES_IN_FLIGHT):
                 submit_next()
             while pending:
-                start, seeds, labels, future = pending.popleft()
+                start, seeds, labels, conditioned, future = pending.popleft()
                 submit_next()
                 try:
                     samples = future.result().numpy()
                 except CancelledError:
                     return
-                for items in self._messages(family, spec, context, slab, samples, start, seeds, labels):
+                for items in self._messages(family, spec, context, slab, samples, start, seeds, labels, conditioned):
                     if cancellation.cancelled:
                         return
                     yield Piece(model.reference, items, options)
@@ -232,14 +250,17 @@ class SamplingEngine:
 
     @staticmethod
     def _messages(family: Family, spec: SampleSpec, context: OutputContext, slab: int | None, samples, start: int,
-                  seeds: list[int], labels: list[int] | None) -> Iterator[list[Item]]:
+                  seeds: list[int], labels: list[int] | None, conditioned: Conditioned | None) -> Iterator[list[Item]]:
         """The items of one forward pass's samples: all in one message, or each volume's slabs one per message."""
         channels = family.sample_shape()[0]
+        masks = samples[:, channels:] if conditioned is None else conditioned[0]
 
         def item(i: int, encoded: Encoded, z0: int = 0, depth: int = 0) -> Item:
-            mask = samples[i][channels:, z0:z0 + encoded.shape[1]] if depth else samples[i][channels:]
+            mask = masks[i][:, z0:z0 + encoded.shape[1]] if depth else masks[i]
+            made = family.sample_masks() or conditioned is not None
             return Item(start + i, seeds[i], None if labels is None else labels[i], encoded,
-                        encode_mask(mask) if family.sample_masks() else b"", z0, depth)
+                        encode_mask(mask) if made else b"", z0, depth,
+                        () if conditioned is None else conditioned[1][i])
 
         if slab is None:
             yield [item(i, encode(spec.format, sample[:channels], context)) for i, sample in enumerate(samples)]
@@ -247,6 +268,18 @@ class SamplingEngine:
         for i, sample in enumerate(samples):
             for z0, encoded in encode_slabs(spec.format, sample[:channels], context, slab):
                 yield [item(i, encoded, z0, sample.shape[1])]
+
+    def _prior(self, model: LoadedModel) -> LayoutPrior | None:
+        """Nodule statistics of the model's training set (None where it is not in the store)."""
+        if model.reference not in self._priors:
+            try:
+                prior = dataset_prior(self.store, model.config.get("dataset", ""), model.family.spatial_dims,
+                                      model.family.config.image_size)
+            except (InvalidArgument, NotFound, ObjectNotFound, ValueError) as exc:
+                log.warning("no nodule layout statistics", extra={"model": model.reference, "reason": str(exc)})
+                prior = None
+            self._priors[model.reference] = prior
+        return self._priors[model.reference]
 
     def _context(self, model: LoadedModel) -> OutputContext:
         if model.reference not in self._contexts:

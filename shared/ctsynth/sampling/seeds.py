@@ -24,6 +24,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -108,10 +109,12 @@ def generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generat
 
 @torch.no_grad()
 def sample_rows(family: Family, seeds: Sequence[int], labels: Sequence[int] | None,
-                options: Mapping[str, Any], rows: int) -> torch.Tensor:
+                options: Mapping[str, Any], rows: int, masks: np.ndarray | None = None) -> torch.Tensor:
     """`family.sample` of len(seeds) <= rows items, run on exactly `rows` rows
     with per-item randomness: (len(seeds), C, *spatial), each row a function
-    of its seed (and label) alone. `rows` = 1 runs the family untouched."""
+    of its seed (and label, and mask) alone. `masks` (len(seeds), 1, *spatial)
+    0/1 for mask-conditioned families; padding rows get empty ones. `rows` = 1
+    runs the family untouched."""
     count = len(seeds)
     if not 1 <= count <= rows:
         raise ValueError(f"{count} items do not fit {rows} rows")
@@ -119,8 +122,13 @@ def sample_rows(family: Family, seeds: Sequence[int], labels: Sequence[int] | No
     padded_labels = None
     if labels is not None:
         padded_labels = torch.tensor(list(labels) + [0] * (rows - count), dtype=torch.long, device=family.device)
+    conditions = {"labels": padded_labels}
+    if masks is not None:
+        padded = np.zeros((rows, *masks.shape[1:]), np.float32)
+        padded[:count] = masks
+        conditions["masks"] = torch.from_numpy(padded).to(family.device)
     streams = generators(padded_seeds, family.device)
     if rows == 1:
-        return family.sample(1, streams[0], labels=padded_labels, sampler=dict(options))
+        return family.sample(1, streams[0], sampler=dict(options), **conditions)
     with PerItemRandomness(streams):
-        return family.sample(rows, streams[0], labels=padded_labels, sampler=dict(options))[:count]
+        return family.sample(rows, streams[0], sampler=dict(options), **conditions)[:count]

@@ -31,7 +31,8 @@ def model_message(models: Registry, name: str, version: str) -> common_pb2.Model
     message = common_pb2.Model(
         name=name, version=version, family=config["family"], dataset=config.get("dataset", ""),
         spatial_dims=config.get("spatial_dims", 2), shape=config.get("sample_shape", []),
-        conditional=config.get("conditional", False), job_id=manifest.get("job_id", ""),
+        conditional=config.get("conditional", False), mask_conditioned=config.get("mask_conditioned", False),
+        job_id=manifest.get("job_id", ""),
         step=int(manifest.get("step", 0)),
         headline={k: float(v) for k, v in manifest.get("headline", {}).items() if isinstance(v, (int, float))},
     )

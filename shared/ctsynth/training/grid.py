@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ctsynth.conditioning.layout import Nodule, rasterise
 from ctsynth.models.base import Family
 
 GRID = 4
@@ -31,17 +32,33 @@ def grid_images(family: Family, seed: int) -> np.ndarray:
     """16 grayscale tiles (16, H, W) in [0, 1]; for 3D, 4 volumes x 4 axial slices."""
     generator = torch.Generator(device=family.device).manual_seed(seed)
     count = GRID * GRID if family.spatial_dims == 2 else GRID
-    labels = None
+    conditions = {"labels": None}
     if family.conditional(family.config):
-        labels = (torch.arange(count, device=family.device) % 2).long()
+        conditions["labels"] = (torch.arange(count, device=family.device) % 2).long()
+    if family.mask_conditioned(family.config):
+        conditions["masks"] = torch.from_numpy(preview_masks(family.sample_shape()[1:], count)).to(family.device)
     with unwrapped(family):
-        samples = family.sample(count, generator, labels=labels, sampler=family.preview_sampler)
+        samples = family.sample(count, generator, sampler=family.preview_sampler, **conditions)
     images = samples[:, 0].float().cpu().numpy()
     if family.spatial_dims == 3:
         depth = images.shape[1]
         picks = [depth * (i + 1) // (GRID + 1) for i in range(GRID)]
         images = images[:, picks].reshape(-1, *images.shape[2:])
     return np.clip(images, 0, 1)
+
+
+def preview_masks(spatial: tuple[int, ...], count: int) -> np.ndarray:
+    """Fixed layouts for a mask-conditioned model's grid, (count, 1, *spatial)
+    float: one nodule of a fifth of the side per item, in turn in each
+    quadrant of the axial plane, in the middle of the volume's depth."""
+    side = spatial[-1]
+    quadrants = [(0.35, 0.35), (0.35, 0.65), (0.65, 0.65), (0.65, 0.35)]
+    masks = []
+    for i in range(count):
+        row, col = quadrants[i % 4]
+        centre = ((spatial[0] - 1) / 2,) * (len(spatial) - 2) + (row * (side - 1), col * (side - 1))
+        masks.append(rasterise([Nodule(centre, side / 5)], spatial, (1.0,) * len(spatial)))
+    return np.stack(masks)[:, None].astype(np.float32)
 
 
 def tile(images: np.ndarray, columns: int = GRID) -> np.ndarray:

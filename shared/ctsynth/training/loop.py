@@ -155,6 +155,7 @@ def _model_files(family: Family, spec: TrainSpec, step: int, history: list[dict]
     config = {
         "family": spec.family, "config": family.config.to_json(), "spatial_dims": family.spatial_dims,
         "conditional": family.conditional(family.config), "sample_masks": family.sample_masks(),
+        "mask_conditioned": family.mask_conditioned(family.config),
         "sample_shape": list(family.sample_shape()), "dataset": spec.dataset, "split": spec.split,
         "spacing_mm": None if spacing_mm is None else list(spacing_mm),
         "seed": spec.seed, "precision": spec.precision, "batch_size": spec.batch_size, "workers": spec.workers,

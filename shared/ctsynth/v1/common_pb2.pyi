@@ -192,7 +192,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "version", "family", "dataset", "spatial_dims", "shape", "conditional", "created", "job_id", "weights", "config", "metrics", "samples", "headline", "step", "broken_reason")
+    __slots__ = ("name", "version", "family", "dataset", "spatial_dims", "shape", "conditional", "created", "job_id", "weights", "config", "metrics", "samples", "headline", "step", "broken_reason", "mask_conditioned")
     class HeadlineEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -216,6 +216,7 @@ class Model(_message.Message):
     HEADLINE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     BROKEN_REASON_FIELD_NUMBER: _ClassVar[int]
+    MASK_CONDITIONED_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     family: str
@@ -232,7 +233,8 @@ class Model(_message.Message):
     headline: _containers.ScalarMap[str, float]
     step: int
     broken_reason: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., family: _Optional[str] = ..., dataset: _Optional[str] = ..., spatial_dims: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., conditional: _Optional[bool] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_id: _Optional[str] = ..., weights: _Optional[_Union[ArtifactRef, _Mapping]] = ..., config: _Optional[_Union[ArtifactRef, _Mapping]] = ..., metrics: _Optional[_Union[ArtifactRef, _Mapping]] = ..., samples: _Optional[_Union[ArtifactRef, _Mapping]] = ..., headline: _Optional[_Mapping[str, float]] = ..., step: _Optional[int] = ..., broken_reason: _Optional[str] = ...) -> None: ...
+    mask_conditioned: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., family: _Optional[str] = ..., dataset: _Optional[str] = ..., spatial_dims: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., conditional: _Optional[bool] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_id: _Optional[str] = ..., weights: _Optional[_Union[ArtifactRef, _Mapping]] = ..., config: _Optional[_Union[ArtifactRef, _Mapping]] = ..., metrics: _Optional[_Union[ArtifactRef, _Mapping]] = ..., samples: _Optional[_Union[ArtifactRef, _Mapping]] = ..., headline: _Optional[_Mapping[str, float]] = ..., step: _Optional[int] = ..., broken_reason: _Optional[str] = ..., mask_conditioned: _Optional[bool] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ("model",)

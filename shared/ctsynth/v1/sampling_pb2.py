@@ -25,25 +25,35 @@ _sym_db = _symbol_database.Default()
 from ctsynth.v1 import common_pb2 as ctsynth_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63tsynth/v1/sampling.proto\x12\nctsynth.v1\x1a\x17\x63tsynth/v1/common.proto\"\x91\x01\n\x0fSamplerSettings\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.ctsynth.v1.SamplerKind\x12\r\n\x05steps\x18\x02 \x01(\x05\x12\x10\n\x03\x65ta\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x04 \x01(\x02H\x01\x88\x01\x01\x42\x06\n\x04_etaB\x11\n\x0f_guidance_scale\"\xab\x02\n\rSampleRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12(\n\tcondition\x18\x04 \x01(\x0e\x32\x15.ctsynth.v1.Condition\x12,\n\x07sampler\x18\x05 \x01(\x0b\x32\x1b.ctsynth.v1.SamplerSettings\x12\x1b\n\x0etruncation_psi\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12(\n\x06\x66ormat\x18\x07 \x01(\x0e\x32\x18.ctsynth.v1.OutputFormat\x12\x12\n\nbatch_size\x18\x08 \x01(\x05\x12\x18\n\x0bslab_slices\x18\t \x01(\x05H\x01\x88\x01\x01\x42\x11\n\x0f_truncation_psiB\x0e\n\x0c_slab_slices\"\xd2\x01\n\nSampleItem\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12(\n\tcondition\x18\x03 \x01(\x0e\x32\x15.ctsynth.v1.Condition\x12(\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x18.ctsynth.v1.OutputFormat\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05shape\x18\x06 \x03(\x05\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x0c\n\x04mask\x18\x08 \x01(\x0c\x12\n\n\x02z0\x18\t \x01(\x05\x12\r\n\x05\x64\x65pth\x18\n \x01(\x05\"\xb6\x01\n\x0bSampleBatch\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.ctsynth.v1.SampleItem\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x07sampler\x18\x03 \x01(\x0b\x32\x1b.ctsynth.v1.SamplerSettings\x12\x1b\n\x0etruncation_psi\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x0btotal_count\x18\x05 \x01(\x05\x42\x11\n\x0f_truncation_psi*\xfc\x01\n\x0bSamplerKind\x12\x1c\n\x18SAMPLER_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11SAMPLER_KIND_DDPM\x10\x01\x12\x15\n\x11SAMPLER_KIND_DDIM\x10\x02\x12\x15\n\x11SAMPLER_KIND_PNDM\x10\x03\x12 \n\x1cSAMPLER_KIND_EULER_ANCESTRAL\x10\x04\x12\x1b\n\x17SAMPLER_KIND_DPM_SOLVER\x10\x05\x12\x16\n\x12SAMPLER_KIND_UNIPC\x10\x06\x12\x16\n\x12SAMPLER_KIND_RFLOW\x10\x07\x12\x1b\n\x17SAMPLER_KIND_FLOW_EULER\x10\x08*\xc7\x01\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15OUTPUT_FORMAT_FLOAT16\x10\x01\x12\x1a\n\x16OUTPUT_FORMAT_HU_INT16\x10\x02\x12\x16\n\x12OUTPUT_FORMAT_PNG8\x10\x03\x12\x17\n\x13OUTPUT_FORMAT_PNG16\x10\x04\x12\x17\n\x13OUTPUT_FORMAT_DICOM\x10\x05\x12\x17\n\x13OUTPUT_FORMAT_NIFTI\x10\x06\x32\xda\x01\n\x0fSamplingService\x12>\n\x06Sample\x12\x19.ctsynth.v1.SampleRequest\x1a\x17.ctsynth.v1.SampleBatch0\x01\x12K\n\nListModels\x12\x1d.ctsynth.v1.ListModelsRequest\x1a\x1e.ctsynth.v1.ListModelsResponse\x12:\n\x08GetModel\x12\x1b.ctsynth.v1.GetModelRequest\x1a\x11.ctsynth.v1.Modelb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63tsynth/v1/sampling.proto\x12\nctsynth.v1\x1a\x17\x63tsynth/v1/common.proto\"\x91\x01\n\x0fSamplerSettings\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.ctsynth.v1.SamplerKind\x12\r\n\x05steps\x18\x02 \x01(\x05\x12\x10\n\x03\x65ta\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x04 \x01(\x02H\x01\x88\x01\x01\x42\x06\n\x04_etaB\x11\n\x0f_guidance_scale\"\x8b\x03\n\rSampleRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12(\n\tcondition\x18\x04 \x01(\x0e\x32\x15.ctsynth.v1.Condition\x12,\n\x07sampler\x18\x05 \x01(\x0b\x32\x1b.ctsynth.v1.SamplerSettings\x12\x1b\n\x0etruncation_psi\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12(\n\x06\x66ormat\x18\x07 \x01(\x0e\x32\x18.ctsynth.v1.OutputFormat\x12\x12\n\nbatch_size\x18\x08 \x01(\x05\x12\x18\n\x0bslab_slices\x18\t \x01(\x05H\x01\x88\x01\x01\x12#\n\x04mask\x18\n \x01(\x0b\x32\x15.ctsynth.v1.MaskInput\x12#\n\x07nodules\x18\x0b \x03(\x0b\x32\x12.ctsynth.v1.Nodule\x12\x14\n\x0cnodule_count\x18\x0c \x01(\x05\x42\x11\n\x0f_truncation_psiB\x0e\n\x0c_slab_slices\"4\n\tMaskInput\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"\xcf\x01\n\x06Nodule\x12\x0e\n\x06\x63\x65ntre\x18\x01 \x03(\x01\x12&\n\x05units\x18\x02 \x01(\x0e\x32\x17.ctsynth.v1.NoduleUnits\x12\x13\n\x0b\x64iameter_mm\x18\x03 \x01(\x01\x12@\n\x0f\x63haracteristics\x18\x04 \x03(\x0b\x32\'.ctsynth.v1.Nodule.CharacteristicsEntry\x1a\x36\n\x14\x43haracteristicsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\xf7\x01\n\nSampleItem\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12(\n\tcondition\x18\x03 \x01(\x0e\x32\x15.ctsynth.v1.Condition\x12(\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x18.ctsynth.v1.OutputFormat\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05shape\x18\x06 \x03(\x05\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x0c\n\x04mask\x18\x08 \x01(\x0c\x12\n\n\x02z0\x18\t \x01(\x05\x12\r\n\x05\x64\x65pth\x18\n \x01(\x05\x12#\n\x07nodules\x18\x0b \x03(\x0b\x32\x12.ctsynth.v1.Nodule\"\xb6\x01\n\x0bSampleBatch\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.ctsynth.v1.SampleItem\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x07sampler\x18\x03 \x01(\x0b\x32\x1b.ctsynth.v1.SamplerSettings\x12\x1b\n\x0etruncation_psi\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x0btotal_count\x18\x05 \x01(\x05\x42\x11\n\x0f_truncation_psi*\xfc\x01\n\x0bSamplerKind\x12\x1c\n\x18SAMPLER_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11SAMPLER_KIND_DDPM\x10\x01\x12\x15\n\x11SAMPLER_KIND_DDIM\x10\x02\x12\x15\n\x11SAMPLER_KIND_PNDM\x10\x03\x12 \n\x1cSAMPLER_KIND_EULER_ANCESTRAL\x10\x04\x12\x1b\n\x17SAMPLER_KIND_DPM_SOLVER\x10\x05\x12\x16\n\x12SAMPLER_KIND_UNIPC\x10\x06\x12\x16\n\x12SAMPLER_KIND_RFLOW\x10\x07\x12\x1b\n\x17SAMPLER_KIND_FLOW_EULER\x10\x08*\xc7\x01\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15OUTPUT_FORMAT_FLOAT16\x10\x01\x12\x1a\n\x16OUTPUT_FORMAT_HU_INT16\x10\x02\x12\x16\n\x12OUTPUT_FORMAT_PNG8\x10\x03\x12\x17\n\x13OUTPUT_FORMAT_PNG16\x10\x04\x12\x17\n\x13OUTPUT_FORMAT_DICOM\x10\x05\x12\x17\n\x13OUTPUT_FORMAT_NIFTI\x10\x06*X\n\x0bNoduleUnits\x12\x1c\n\x18NODULE_UNITS_UNSPECIFIED\x10\x00\x12\x16\n\x12NODULE_UNITS_VOXEL\x10\x01\x12\x13\n\x0fNODULE_UNITS_MM\x10\x02\x32\xda\x01\n\x0fSamplingService\x12>\n\x06Sample\x12\x19.ctsynth.v1.SampleRequest\x1a\x17.ctsynth.v1.SampleBatch0\x01\x12K\n\nListModels\x12\x1d.ctsynth.v1.ListModelsRequest\x1a\x1e.ctsynth.v1.ListModelsResponse\x12:\n\x08GetModel\x12\x1b.ctsynth.v1.GetModelRequest\x1a\x11.ctsynth.v1.Modelb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ctsynth.v1.sampling_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SAMPLERKIND']._serialized_start=915
-  _globals['_SAMPLERKIND']._serialized_end=1167
-  _globals['_OUTPUTFORMAT']._serialized_start=1170
-  _globals['_OUTPUTFORMAT']._serialized_end=1369
+  _globals['_NODULE_CHARACTERISTICSENTRY']._loaded_options = None
+  _globals['_NODULE_CHARACTERISTICSENTRY']._serialized_options = b'8\001'
+  _globals['_SAMPLERKIND']._serialized_start=1312
+  _globals['_SAMPLERKIND']._serialized_end=1564
+  _globals['_OUTPUTFORMAT']._serialized_start=1567
+  _globals['_OUTPUTFORMAT']._serialized_end=1766
+  _globals['_NODULEUNITS']._serialized_start=1768
+  _globals['_NODULEUNITS']._serialized_end=1856
   _globals['_SAMPLERSETTINGS']._serialized_start=67
   _globals['_SAMPLERSETTINGS']._serialized_end=212
   _globals['_SAMPLEREQUEST']._serialized_start=215
-  _globals['_SAMPLEREQUEST']._serialized_end=514
-  _globals['_SAMPLEITEM']._serialized_start=517
-  _globals['_SAMPLEITEM']._serialized_end=727
-  _globals['_SAMPLEBATCH']._serialized_start=730
-  _globals['_SAMPLEBATCH']._serialized_end=912
-  _globals['_SAMPLINGSERVICE']._serialized_start=1372
-  _globals['_SAMPLINGSERVICE']._serialized_end=1590
+  _globals['_SAMPLEREQUEST']._serialized_end=610
+  _globals['_MASKINPUT']._serialized_start=612
+  _globals['_MASKINPUT']._serialized_end=664
+  _globals['_NODULE']._serialized_start=667
+  _globals['_NODULE']._serialized_end=874
+  _globals['_NODULE_CHARACTERISTICSENTRY']._serialized_start=820
+  _globals['_NODULE_CHARACTERISTICSENTRY']._serialized_end=874
+  _globals['_SAMPLEITEM']._serialized_start=877
+  _globals['_SAMPLEITEM']._serialized_end=1124
+  _globals['_SAMPLEBATCH']._serialized_start=1127
+  _globals['_SAMPLEBATCH']._serialized_end=1309
+  _globals['_SAMPLINGSERVICE']._serialized_start=1859
+  _globals['_SAMPLINGSERVICE']._serialized_end=2077
 # @@protoc_insertion_point(module_scope)

@@ -29,6 +29,12 @@ class OutputFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTPUT_FORMAT_PNG16: _ClassVar[OutputFormat]
     OUTPUT_FORMAT_DICOM: _ClassVar[OutputFormat]
     OUTPUT_FORMAT_NIFTI: _ClassVar[OutputFormat]
+
+class NoduleUnits(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NODULE_UNITS_UNSPECIFIED: _ClassVar[NoduleUnits]
+    NODULE_UNITS_VOXEL: _ClassVar[NoduleUnits]
+    NODULE_UNITS_MM: _ClassVar[NoduleUnits]
 SAMPLER_KIND_UNSPECIFIED: SamplerKind
 SAMPLER_KIND_DDPM: SamplerKind
 SAMPLER_KIND_DDIM: SamplerKind
@@ -45,6 +51,9 @@ OUTPUT_FORMAT_PNG8: OutputFormat
 OUTPUT_FORMAT_PNG16: OutputFormat
 OUTPUT_FORMAT_DICOM: OutputFormat
 OUTPUT_FORMAT_NIFTI: OutputFormat
+NODULE_UNITS_UNSPECIFIED: NoduleUnits
+NODULE_UNITS_VOXEL: NoduleUnits
+NODULE_UNITS_MM: NoduleUnits
 
 class SamplerSettings(_message.Message):
     __slots__ = ("kind", "steps", "eta", "guidance_scale")
@@ -59,7 +68,7 @@ class SamplerSettings(_message.Message):
     def __init__(self, kind: _Optional[_Union[SamplerKind, str]] = ..., steps: _Optional[int] = ..., eta: _Optional[float] = ..., guidance_scale: _Optional[float] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
-    __slots__ = ("model", "count", "seed", "condition", "sampler", "truncation_psi", "format", "batch_size", "slab_slices")
+    __slots__ = ("model", "count", "seed", "condition", "sampler", "truncation_psi", "format", "batch_size", "slab_slices", "mask", "nodules", "nodule_count")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +78,9 @@ class SampleRequest(_message.Message):
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     SLAB_SLICES_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    NODULES_FIELD_NUMBER: _ClassVar[int]
+    NODULE_COUNT_FIELD_NUMBER: _ClassVar[int]
     model: str
     count: int
     seed: int
@@ -78,10 +90,40 @@ class SampleRequest(_message.Message):
     format: OutputFormat
     batch_size: int
     slab_slices: int
-    def __init__(self, model: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., condition: _Optional[_Union[_common_pb2.Condition, str]] = ..., sampler: _Optional[_Union[SamplerSettings, _Mapping]] = ..., truncation_psi: _Optional[float] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., batch_size: _Optional[int] = ..., slab_slices: _Optional[int] = ...) -> None: ...
+    mask: MaskInput
+    nodules: _containers.RepeatedCompositeFieldContainer[Nodule]
+    nodule_count: int
+    def __init__(self, model: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., condition: _Optional[_Union[_common_pb2.Condition, str]] = ..., sampler: _Optional[_Union[SamplerSettings, _Mapping]] = ..., truncation_psi: _Optional[float] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., batch_size: _Optional[int] = ..., slab_slices: _Optional[int] = ..., mask: _Optional[_Union[MaskInput, _Mapping]] = ..., nodules: _Optional[_Iterable[_Union[Nodule, _Mapping]]] = ..., nodule_count: _Optional[int] = ...) -> None: ...
+
+class MaskInput(_message.Message):
+    __slots__ = ("data", "uri")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    uri: str
+    def __init__(self, data: _Optional[bytes] = ..., uri: _Optional[str] = ...) -> None: ...
+
+class Nodule(_message.Message):
+    __slots__ = ("centre", "units", "diameter_mm", "characteristics")
+    class CharacteristicsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    CENTRE_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    DIAMETER_MM_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERISTICS_FIELD_NUMBER: _ClassVar[int]
+    centre: _containers.RepeatedScalarFieldContainer[float]
+    units: NoduleUnits
+    diameter_mm: float
+    characteristics: _containers.ScalarMap[str, int]
+    def __init__(self, centre: _Optional[_Iterable[float]] = ..., units: _Optional[_Union[NoduleUnits, str]] = ..., diameter_mm: _Optional[float] = ..., characteristics: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class SampleItem(_message.Message):
-    __slots__ = ("index", "seed", "condition", "format", "data", "shape", "dtype", "mask", "z0", "depth")
+    __slots__ = ("index", "seed", "condition", "format", "data", "shape", "dtype", "mask", "z0", "depth", "nodules")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     CONDITION_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +134,7 @@ class SampleItem(_message.Message):
     MASK_FIELD_NUMBER: _ClassVar[int]
     Z0_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
+    NODULES_FIELD_NUMBER: _ClassVar[int]
     index: int
     seed: int
     condition: _common_pb2.Condition
@@ -102,7 +145,8 @@ class SampleItem(_message.Message):
     mask: bytes
     z0: int
     depth: int
-    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., condition: _Optional[_Union[_common_pb2.Condition, str]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., data: _Optional[bytes] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., mask: _Optional[bytes] = ..., z0: _Optional[int] = ..., depth: _Optional[int] = ...) -> None: ...
+    nodules: _containers.RepeatedCompositeFieldContainer[Nodule]
+    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., condition: _Optional[_Union[_common_pb2.Condition, str]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., data: _Optional[bytes] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., mask: _Optional[bytes] = ..., z0: _Optional[int] = ..., depth: _Optional[int] = ..., nodules: _Optional[_Iterable[_Union[Nodule, _Mapping]]] = ...) -> None: ...
 
 class SampleBatch(_message.Message):
     __slots__ = ("items", "model", "sampler", "truncation_psi", "total_count")
