@@ -4,6 +4,7 @@
     for sample in client.sample("dcgan", 16, seed=1):
         sample.array            # (C, H, W) float16 in [0, 1]
     client.save("out/", "ddpm3d:2", 4, format="nifti")
+    client.save("out/", "ddpm3d-mask", 4, nodules=[{"centre": [60, 70, 40], "diameter_mm": 12}])
 
 A volume the server streams in z-slabs (SampleItem.depth > 0) is joined
 back here, checked slab by slab, so callers only ever see whole items.
@@ -20,16 +21,18 @@ import json
 import sys
 import time
 import zipfile
-from collections.abc import Iterable, Iterator
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 from tqdm import tqdm
 
-from ctsynth.errors import DataLoss
-from ctsynth.proto_enums import CONDITION, OUTPUT_FORMAT, SAMPLER_KIND
+from ctsynth.errors import DataLoss, InvalidArgument
+from ctsynth.proto_enums import CONDITION, NODULE_UNITS, OUTPUT_FORMAT, SAMPLER_KIND
 from ctsynth.v1 import common_pb2, sampling_pb2, sampling_pb2_grpc
 
 RAW_DTYPES = {"float16": "<f2", "hu_int16": "<i2"}
@@ -48,7 +51,8 @@ class Sample:
     data: bytes
     shape: tuple[int, ...]  # (C, *spatial)
     array: np.ndarray | None
-    mask: np.ndarray | None  # (1, *spatial) uint8 where the model makes masks
+    mask: np.ndarray | None  # (1, *spatial) uint8 where the model makes masks or was conditioned on one
+    nodules: list[dict] = dataclasses.field(default_factory=list)  # mask-conditioned models: the nodules asked for
 
 
 def decode(format: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -67,7 +71,39 @@ def _sample(item: sampling_pb2.SampleItem, model: str) -> Sample:
     format = OUTPUT_FORMAT.name(item.format)
     mask = np.frombuffer(item.mask, dtype=np.uint8).reshape((1, *shape[1:])) if item.mask else None
     return Sample(item.index, item.seed, CONDITION.name(item.condition), model, format, item.data, shape,
-                  decode(format, item.data, shape), mask)
+                  decode(format, item.data, shape), mask, [nodule_json(nodule) for nodule in item.nodules])
+
+
+def nodule_json(nodule: sampling_pb2.Nodule) -> dict:
+    return {"centre": list(nodule.centre), "units": NODULE_UNITS.name(nodule.units),
+            "diameter_mm": nodule.diameter_mm, "characteristics": dict(nodule.characteristics)}
+
+
+def nodule_message(nodule: Mapping[str, Any]) -> sampling_pb2.Nodule:
+    """A nodule given as {"centre": [...], "diameter_mm": d[, "units": "voxel" | "mm"][, "characteristics": {...}]}."""
+    unknown = set(nodule) - {"centre", "diameter_mm", "units", "characteristics"}
+    if unknown or "centre" not in nodule or "diameter_mm" not in nodule:
+        raise InvalidArgument("nodules", f"{dict(nodule)!r}: a nodule has centre, diameter_mm and optionally units "
+                                         "and characteristics")
+    return sampling_pb2.Nodule(centre=nodule["centre"], diameter_mm=nodule["diameter_mm"],
+                               units=NODULE_UNITS.number(nodule.get("units")),
+                               characteristics=nodule.get("characteristics", {}))
+
+
+def mask_input(mask: bytes | str | Path | np.ndarray | None, uri: str | None) -> sampling_pb2.MaskInput | None:
+    """A mask as the request carries it: bytes as they are, a local file's
+    bytes, an array as .npy, or an object of the server's store."""
+    if mask is not None and uri is not None:
+        raise InvalidArgument("mask", "give the mask or its URI, not both")
+    if uri is not None:
+        return sampling_pb2.MaskInput(uri=uri)
+    if mask is None:
+        return None
+    if isinstance(mask, np.ndarray):
+        buffer = io.BytesIO()
+        np.save(buffer, mask)
+        return sampling_pb2.MaskInput(data=buffer.getvalue())
+    return sampling_pb2.MaskInput(data=mask if isinstance(mask, bytes) else Path(mask).read_bytes())
 
 
 def whole_items(batches: Iterable[sampling_pb2.SampleBatch]) -> Iterator[tuple[sampling_pb2.SampleItem, str]]:
@@ -163,14 +199,17 @@ class SamplingClient:
     def sample(self, model: str, count: int, *, seed: int = 0, condition: str | None = None,
                sampler: str | None = None, steps: int = 0, eta: float | None = None,
                guidance: float | None = None, psi: float | None = None, format: str = "float16",
-               batch_size: int = 0, slab_slices: int | None = None, progress: bool = True,
+               batch_size: int = 0, slab_slices: int | None = None, mask=None, mask_uri: str | None = None,
+               nodules: Sequence[Mapping[str, Any]] = (), nodule_count: int = 0, progress: bool = True,
                timeout: float | None = None) -> Iterator[Sample]:
         """Stream `count` samples of `model` ("name", "name:version"); the
         same arguments give the same pixels. Leaving the loop early cancels
-        the call on the server."""
+        the call on the server. Mask-conditioned models take one of `mask`
+        (bytes, a file, an array), `mask_uri`, `nodules` or `nodule_count`."""
         request = self.request(model, count, seed=seed, condition=condition, sampler=sampler, steps=steps, eta=eta,
                                guidance=guidance, psi=psi, format=format, batch_size=batch_size,
-                               slab_slices=slab_slices)
+                               slab_slices=slab_slices, mask=mask, mask_uri=mask_uri, nodules=nodules,
+                               nodule_count=nodule_count)
         with tqdm(total=count, unit="item", desc=model, disable=not progress, file=sys.stderr,
                   dynamic_ncols=True) as bar:
             for item, model_version in whole_items(self._stream(request, timeout)):
@@ -194,7 +233,10 @@ class SamplingClient:
         for sample in self.sample(model, count, **options):
             name = _write(sample, folder)
             written.append(folder / name)
-            entries.append({"index": sample.index, "seed": sample.seed, "condition": sample.condition, "file": name})
+            entry = {"index": sample.index, "seed": sample.seed, "condition": sample.condition, "file": name}
+            if sample.nodules:
+                entry["nodules"] = sample.nodules
+            entries.append(entry)
             model_version = sample.model
         (folder / "samples.json").write_text(json.dumps(
             {"model": model_version, "format": format, "items": entries}, indent=1))
@@ -209,15 +251,19 @@ class SamplingClient:
     @staticmethod
     def request(model: str, count: int, *, seed: int = 0, condition: str | None = None, sampler: str | None = None,
                 steps: int = 0, eta: float | None = None, guidance: float | None = None, psi: float | None = None,
-                format: str = "float16", batch_size: int = 0,
-                slab_slices: int | None = None) -> sampling_pb2.SampleRequest:
+                format: str = "float16", batch_size: int = 0, slab_slices: int | None = None, mask=None,
+                mask_uri: str | None = None, nodules: Sequence[Mapping[str, Any]] = (),
+                nodule_count: int = 0) -> sampling_pb2.SampleRequest:
         """The SampleRequest for these options; an unknown name is a ValueError
         (InvalidArgument) raised before any call."""
         settings = sampling_pb2.SamplerSettings(kind=SAMPLER_KIND.number(sampler), steps=steps, eta=eta,
                                                 guidance_scale=guidance)
         return sampling_pb2.SampleRequest(model=model, count=count, seed=seed, condition=CONDITION.number(condition),
                                           sampler=settings, truncation_psi=psi, format=OUTPUT_FORMAT.number(format),
-                                          batch_size=batch_size, slab_slices=slab_slices)
+                                          batch_size=batch_size, slab_slices=slab_slices,
+                                          mask=mask_input(mask, mask_uri),
+                                          nodules=[nodule_message(nodule) for nodule in nodules],
+                                          nodule_count=nodule_count)
 
     def _stream(self, request: sampling_pb2.SampleRequest, timeout: float | None) -> Iterator[sampling_pb2.SampleBatch]:
         for attempt in range(self.retries + 1):
