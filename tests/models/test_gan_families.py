@@ -32,6 +32,9 @@ CASES = {
                                 n_critic=2, l1_weight=1.0), {"g_loss", "g_l1", "d_loss", "d_gp"}, ("n_critic", 0)),
     "unet_gan": ("unet_gan", dict(image_size=SIZE, base_channels=4, max_channels=8, bottleneck_size=8, patch_grid=8),
                  {"g_loss", "g_adv", "g_l1", "g_mask", "d_loss", "d_r1"}, ("patch_grid", 6)),
+    "unet_gan_mask": ("unet_gan", dict(image_size=SIZE, base_channels=4, max_channels=8, bottleneck_size=8,
+                                       patch_grid=8, mask_input=True),
+                      {"g_loss", "g_adv", "g_l1", "d_loss", "d_r1"}, ("patch_grid", 6)),
     "stylegan2": ("stylegan2", STYLE, {"g_loss", "d_loss", "d_r1", "ada_p"}, ("ada_target", 1.5)),
     "stylegan2_cond": ("stylegan2", dict(STYLE, architecture="resnet", resample="fir", conditional=True,
                                          pl_weight=2.0, pl_interval=2, ada_rotate90=True),
@@ -57,6 +60,20 @@ def labels_for(family, count: int = 3):
     return torch.arange(count) % 2 if family.conditional(family.config) else None
 
 
+def masks_for(family, count: int = 3) -> torch.Tensor | None:
+    """For a mask-conditioned family: a square nodule on every other item."""
+    if not family.mask_conditioned(family.config):
+        return None
+    masks = torch.zeros(count, 1, SIZE, SIZE)
+    masks[::2, :, 10:16, 12:18] = 1
+    return masks
+
+
+def conditions(family, count: int = 3) -> dict:
+    return {"labels": labels_for(family, count), **({"masks": masks_for(family, count)}
+                                                    if family.mask_conditioned(family.config) else {})}
+
+
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -76,7 +93,9 @@ def test_family_is_registered_and_describes_itself(case):
     assert family.description and family.spatial_dims == 2
     assert {"generator", "discriminator"} <= set(family.trainable) <= set(family.modules)
     assert "ema" not in family.trainable and "augment" not in family.trainable
-    assert family.needs_masks == family.sample_masks() == (case == "unet_gan")
+    assert family.needs_masks == case.startswith("unet_gan")
+    assert family.sample_masks() == (case == "unet_gan")  # the image-from-mask mode takes its mask as input
+    assert family.mask_conditioned(family.config) == (case == "unet_gan_mask")
 
 
 def test_train_steps_give_finite_losses_and_move_the_generator(case):
@@ -93,11 +112,11 @@ def test_train_steps_give_finite_losses_and_move_the_generator(case):
 
 def test_sample_is_determined_by_the_generator_and_in_range(case):
     family = build(case)
-    labels = labels_for(family)
+    given = conditions(family)
     global_state = torch.get_rng_state()
-    first = family.sample(3, seeded(1), labels=labels)
-    again = family.sample(3, seeded(1), labels=labels)
-    other = family.sample(3, seeded(2), labels=labels)
+    first = family.sample(3, seeded(1), **given)
+    again = family.sample(3, seeded(1), **given)
+    other = family.sample(3, seeded(2), **given)
     assert torch.equal(torch.get_rng_state(), global_state)  # nothing drawn from the global RNG
     assert torch.equal(first, again) and not torch.allclose(first, other)
     channels = 1 + family.sample_masks()
@@ -110,9 +129,11 @@ def test_each_row_of_a_batch_depends_only_on_its_own_seed(case):
     (`ctsynth.sampling.seeds`): all draws must be per row, every network per sample."""
     family = build(case)
     labels = [0, 1, 1] if family.conditional(family.config) else None
-    together = sample_rows(family, [11, 12, 13], labels, {}, rows=4)
-    alone = [sample_rows(family, [seed], None if labels is None else [label], {}, rows=1)
-             for seed, label in zip([11, 12, 13], labels or [None] * 3)]
+    masks = None if masks_for(family) is None else masks_for(family).numpy()
+    together = sample_rows(family, [11, 12, 13], labels, {}, rows=4, masks=masks)
+    alone = [sample_rows(family, [seed], None if labels is None else [label], {}, rows=1,
+                         masks=None if masks is None else masks[i:i + 1])
+             for i, (seed, label) in enumerate(zip([11, 12, 13], labels or [None] * 3))]
     assert torch.allclose(together, torch.cat(alone), atol=1e-5)
     assert not torch.allclose(together[0], together[1])
 
@@ -138,6 +159,10 @@ def test_labels_follow_the_condition_contract(case):
         with pytest.raises(InvalidArgument) as err:
             family.train_step(Batch(batch(0).image, None, batch(0).mask), 0)
         assert err.value.field == "label"
+    elif family.mask_conditioned(family.config):
+        with pytest.raises(InvalidArgument) as err:
+            family.sample(2, seeded(4), labels=torch.tensor([0, 1]), masks=masks_for(family, 2))
+        assert err.value.field == "condition" and "the mask is this model's condition" in str(err.value)
     else:
         with pytest.raises(InvalidArgument) as err:
             family.sample(2, seeded(4), labels=torch.tensor([0, 1]))
@@ -147,8 +172,22 @@ def test_labels_follow_the_condition_contract(case):
 def test_unknown_sampler_setting_is_refused(case):
     family = build(case)
     with pytest.raises(InvalidArgument) as err:
-        family.sample(1, seeded(0), labels=labels_for(family, 1), sampler={"guidance_scale": 2.0})
+        family.sample(1, seeded(0), **conditions(family, 1), sampler={"guidance_scale": 2.0})
     assert err.value.field == "sampler"
+
+
+def test_the_image_from_mask_mode_draws_from_the_mask_and_refuses_bad_masks():
+    family = build("unet_gan_mask")
+    masks = masks_for(family, 2)
+    moved = torch.roll(masks, shifts=10, dims=-1)
+    assert not torch.allclose(family.sample(2, seeded(3), masks=masks), family.sample(2, seeded(3), masks=moved))
+    for bad, reason in ((None, "needs masks"), (torch.zeros(2, 1, 8, 8), "this model needs"),
+                        (torch.full((2, 1, SIZE, SIZE), 0.5), "0 or 1")):
+        with pytest.raises(InvalidArgument, match=reason) as err:
+            family.sample(2, seeded(3), masks=bad)
+        assert err.value.field == "mask"
+    with pytest.raises(InvalidArgument, match="takes no mask"):
+        build("unet_gan").sample(2, seeded(3), labels=torch.tensor([0, 1]), masks=masks)
 
 
 # --- wgan / wgan_gp ------------------------------------------------------------------------

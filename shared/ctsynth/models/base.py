@@ -253,6 +253,24 @@ class Family(ABC):
         """Whether `sample` returns an extra mask channel after the image."""
         return False
 
+    def checked_masks(self, count: int, masks: torch.Tensor | None) -> torch.Tensor | None:
+        """`sample`'s masks as float (count, 1, *spatial) in {0, 1} on the
+        family's device; None for a family without mask input, which must
+        be given none. INVALID_ARGUMENT naming `mask` otherwise."""
+        if not self.mask_conditioned(self.config):
+            if masks is not None:
+                raise InvalidArgument("mask", f"this {self.name} model takes no mask; pass none")
+            return None
+        shape = (count, 1, *self.sample_shape()[1:])
+        if masks is None:
+            raise InvalidArgument("mask", f"this {self.name} model is mask-conditioned and needs masks of shape {shape}")
+        masks = torch.as_tensor(masks, device=self.device).float()
+        if tuple(masks.shape) != shape:
+            raise InvalidArgument("mask", f"masks of shape {tuple(masks.shape)}, this model needs {shape}")
+        if bool(((masks != 0) & (masks != 1)).any()):
+            raise InvalidArgument("mask", "mask values must be 0 or 1")
+        return masks
+
     # Optional hooks: what a family overrides when it needs more than its config.
 
     @classmethod

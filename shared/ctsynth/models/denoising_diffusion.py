@@ -281,19 +281,8 @@ class DenoisingDiffusion(Family):
 
     def _sampling_masks(self, count: int, masks: torch.Tensor | None) -> torch.Tensor | None:
         """Checked sampling masks on the denoised grid; None for a family without mask input."""
-        if not self.mask_conditioned(self.config):
-            if masks is not None:
-                raise InvalidArgument("mask", f"this {self.name} model takes no mask; pass none")
-            return None
-        shape = (count, 1, *self.sample_shape()[1:])
-        if masks is None:
-            raise InvalidArgument("mask", f"this {self.name} model is mask-conditioned and needs masks of shape {shape}")
-        masks = torch.as_tensor(masks, device=self.device).float()
-        if tuple(masks.shape) != shape:
-            raise InvalidArgument("mask", f"masks of shape {tuple(masks.shape)}, this model needs {shape}")
-        if bool(((masks != 0) & (masks != 1)).any()):
-            raise InvalidArgument("mask", "mask values must be 0 or 1")
-        return self.mask_condition(masks)
+        masks = self.checked_masks(count, masks)
+        return None if masks is None else self.mask_condition(masks)
 
     def _training_labels(self, batch: Batch) -> torch.Tensor | None:
         """Tumor labels with each replaced by the null class w.p. p_uncond; None when unconditional."""

@@ -115,12 +115,16 @@ class GANFamily(Family):
     @torch.no_grad()
     def sample(self, count: int, generator: torch.Generator, *, labels: torch.Tensor | None = None,
                sampler: Mapping[str, Any] | None = None) -> torch.Tensor:
+        return self.generate(count, generator, self._sampling_labels(count, labels), self.sample_options(sampler))
+
+    def sample_options(self, sampler: Mapping[str, Any] | None) -> dict[str, Any]:
+        """`sample`'s settings, refused where this family has no such setting."""
         options = dict(sampler or {})
         unknown = sorted(set(options) - self.sampler_keys)
         if unknown:
             known = ", ".join(sorted(self.sampler_keys)) or "none"
             raise InvalidArgument("sampler", f"{unknown[0]!r} is not a {self.name} sampler setting; known: {known}")
-        return self.generate(count, generator, self._sampling_labels(count, labels), options)
+        return options
 
     def _sampling_labels(self, count: int, labels: torch.Tensor | None) -> torch.Tensor | None:
         if not self.conditional(self.config):

@@ -11,6 +11,12 @@ every conv (Miyato et al. 2018) over image + mask + label planes; its number
 of stride-2 convs is log2(image_size / patch_grid), so every resolution ends
 in a patch_grid x patch_grid map of real/fake logits.
 
+Image-from-mask mode (`mask_input`, pix2pix-style, Isola et al. 2017): the
+generator also takes a nodule mask as an input plane and makes only the
+image; the discriminator judges the image with the mask it was asked for;
+the tumor label follows from the mask (any nodule voxel); L1 pairs each
+fake with the real image whose mask it was given; no mask loss.
+
 Losses (seed 000 §4.1.1-4.1.2):
 - adversarial BCE with one-sided label smoothing (real target 0.9);
 - L1 reconstruction between generated and real images of the same label:
@@ -58,6 +64,7 @@ class UNetGANConfig(FamilyConfig):
     lr_generator: float = 1e-4
     lr_discriminator: float = 2e-4
     betas: tuple[float, ...] = (0.5, 0.999)
+    mask_input: bool = False  # image-from-mask mode: the mask is an input, not an output
 
     def validate(self) -> None:
         check_positive(self, "base_channels", "lr_generator", "lr_discriminator")
@@ -87,25 +94,28 @@ def conv_norm_act(into: int, out: int, stride: int = 1) -> nn.Sequential:
 
 
 class UNetGenerator(nn.Module):
-    """(noise (N, 1, H, W), labels (N,)) -> (image (N, C, H, W) in [-1, 1], mask logits (N, 1, H, W)).
+    """(noise (N, 1, H, W), labels (N,)[, mask (N, 1, H, W)]) -> (image (N, C, H, W) in [-1, 1],
+    mask logits (N, 1, H, W), or None when the mask is an input).
 
     Instance norm rather than batch norm keeps training and sampling (eval)
     identical for every batch size.
     """
 
     def __init__(self, channels: int, image_size: int, base: int, maximum: int, bottleneck_size: int,
-                 attention: bool):
+                 attention: bool, mask_input: bool = False):
         super().__init__()
         levels = widths(base, maximum, int(math.log2(image_size // bottleneck_size)) + 1)
-        self.channels = channels
-        self.stem = conv_norm_act(1 + NUM_CLASSES, levels[0])
+        self.channels, self.mask_input = channels, mask_input
+        self.stem = conv_norm_act(1 + NUM_CLASSES + int(mask_input), levels[0])
         self.down = nn.ModuleList(conv_norm_act(a, b, stride=2) for a, b in zip(levels, levels[1:]))
         self.attention = SelfAttention2d(levels[-1]) if attention else nn.Identity()
         self.up = nn.ModuleList(conv_norm_act(b + a, a) for a, b in zip(levels, levels[1:]))
-        self.head = nn.Conv2d(levels[0], channels + 1, 1)
+        self.head = nn.Conv2d(levels[0], channels + int(not mask_input), 1)
 
-    def forward(self, noise: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.stem(torch.cat([noise, label_maps(labels, noise.shape[-1]).to(noise)], 1))
+    def forward(self, noise: torch.Tensor, labels: torch.Tensor,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        planes = [noise, label_maps(labels, noise.shape[-1]).to(noise)] + ([mask.to(noise)] if self.mask_input else [])
+        x = self.stem(torch.cat(planes, 1))
         skips = [x]
         for block in self.down:
             x = block(x)
@@ -114,7 +124,7 @@ class UNetGenerator(nn.Module):
         for block, skip in zip(reversed(self.up), reversed(skips)):
             x = block(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], 1))
         out = self.head(x)
-        return torch.tanh(out[:, :self.channels]), out[:, self.channels:]
+        return torch.tanh(out[:, :self.channels]), None if self.mask_input else out[:, self.channels:]
 
 
 class PatchDiscriminator(nn.Module):
@@ -135,6 +145,11 @@ class PatchDiscriminator(nn.Module):
         return self.net(torch.cat([x, label_maps(labels, x.shape[-1]).to(x)], 1))
 
 
+def mask_labels(masks: torch.Tensor) -> torch.Tensor:
+    """The tumor label a mask implies: 1 where it has a nodule voxel."""
+    return masks.flatten(1).any(1).long()
+
+
 def mask_loss(mask_logits: torch.Tensor, real_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Conditional mask BCE (seed 000 §4.1.1): target = real mask for tumor labels, 0 for no-tumor labels.
 
@@ -152,15 +167,21 @@ class UNetGAN(GANFamily):
 
     @classmethod
     def conditional(cls, config: FamilyConfig) -> bool:
-        return True
+        """Conditional on the tumor label, unless the mask (which implies it) is the condition."""
+        return not config.mask_input
+
+    @classmethod
+    def mask_conditioned(cls, config: FamilyConfig) -> bool:
+        return config.mask_input
 
     def sample_masks(self) -> bool:
-        return True
+        return not self.config.mask_input
 
     def build_modules(self) -> dict[str, nn.Module]:
         config = self.config
         return {"generator": UNetGenerator(config.channels, config.image_size, config.base_channels,
-                                           config.max_channels, config.bottleneck_size, config.attention),
+                                           config.max_channels, config.bottleneck_size, config.attention,
+                                           config.mask_input),
                 "discriminator": PatchDiscriminator(config.channels, config.image_size, config.base_channels,
                                                     config.max_channels, config.patch_grid)}
 
@@ -178,17 +199,20 @@ class UNetGAN(GANFamily):
         config = self.config
         generator, discriminator = self.modules["generator"], self.modules["discriminator"]
         optimizers = self.optimizers
-        labels = self.training_labels(batch)
+        real_mask = batch.mask.to(self.device)
+        labels = mask_labels(real_mask) if config.mask_input else self.training_labels(batch)
         real_image = to_signed(batch.image.to(self.device))
-        real = torch.cat([real_image, batch.mask.to(self.device, real_image.dtype)], 1)
+        real = torch.cat([real_image, real_mask.to(real_image.dtype)], 1)
 
         optimizers["generator"].zero_grad(set_to_none=True)
         with self.precision.autocast():
-            fake_image, mask_logits = generator(self.noise_plane(len(labels)), labels)
-            fake = torch.cat([fake_image, torch.sigmoid(mask_logits)], 1)
+            fake_image, mask_logits = generator(self.noise_plane(len(labels)), labels, real_mask)
+            fake_mask = real_mask.to(fake_image.dtype) if config.mask_input else torch.sigmoid(mask_logits)
+            fake = torch.cat([fake_image, fake_mask], 1)
             terms = {"g_adv": g_nonsaturating_loss(discriminator(fake, labels)),
-                     "g_l1": config.l1_weight * (fake_image.float() - real_image.float()).abs().mean(),
-                     "g_mask": config.mask_weight * mask_loss(mask_logits, batch.mask.to(self.device), labels)}
+                     "g_l1": config.l1_weight * (fake_image.float() - real_image.float()).abs().mean()}
+            if not config.mask_input:
+                terms["g_mask"] = config.mask_weight * mask_loss(mask_logits, real_mask, labels)
         g_loss = sum(terms.values())
         self.precision.backward(g_loss)
         self.precision.step(optimizers["generator"])
@@ -203,6 +227,20 @@ class UNetGAN(GANFamily):
         self.precision.step(optimizers["discriminator"])
         return {"g_loss": g_loss.item(), **{name: value.item() for name, value in terms.items()},
                 "d_loss": d_adv.item(), "d_r1": d_r1.item()}
+
+    @torch.no_grad()
+    def sample(self, count: int, generator: torch.Generator, *, labels: torch.Tensor | None = None,
+               sampler: Mapping[str, Any] | None = None, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """As every GAN's; in image-from-mask mode from `masks` (count, 1, H, W), the labels they imply."""
+        masks = self.checked_masks(count, masks)
+        if masks is None:
+            return super().sample(count, generator, labels=labels, sampler=sampler)
+        if labels is not None:
+            raise InvalidArgument("condition", "the mask is this model's condition; pass no labels")
+        self.sample_options(sampler)
+        with eval_mode(unwrap(self.modules["generator"])) as net:
+            image, _ = net(self.noise_plane(count, generator), mask_labels(masks), masks)
+        return to_unit(image)
 
     def generate(self, count: int, generator: torch.Generator, labels: torch.Tensor | None,
                  options: Mapping[str, Any]) -> torch.Tensor:
