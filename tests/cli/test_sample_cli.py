@@ -19,7 +19,7 @@ def test_cli_sample_writes_the_files(store_uri, tmp_path, capsys):
                  "--condition", "tumor", "--format", "png", "--out", str(out), "--quiet"]) == 0
     assert capsys.readouterr().out.strip() == f"3 samples in {out}"
     assert sorted(p.name for p in out.iterdir()) == [
-        "000000.png", "000000_mask.npy", "000001.png", "000001_mask.npy", "000002.png", "000002_mask.npy",
+        "000000.png", "000000_mask.png", "000001.png", "000001_mask.png", "000002.png", "000002_mask.png",
         "samples.json"]
 
 

@@ -131,3 +131,29 @@ def test_slabs_that_do_not_make_a_volume_are_data_loss(batches, message):
     with pytest.raises(DataLoss) as raised:
         list(whole_items(batches))
     assert str(raised.value).startswith(message)
+
+
+def test_paired_outputs_of_a_mask_conditioned_model_parse_in_the_fields_tools(client, tmp_path):
+    """The conditioning mask beside its image: a NIfTI label volume on the
+    image's grid, and a DICOM Segmentation that references the item's CT series."""
+    import highdicom as hd
+
+    layout = [{"centre": [4, 3, 5], "diameter_mm": 30.0}]
+    nifti = client.save(tmp_path / "nifti", "ddpm3d-mask", 1, format="nifti", nodules=layout, steps=2,
+                        progress=False)[0]
+    image, label = nib.load(nifti), nib.load(tmp_path / "nifti" / "000000_mask.nii")
+    np.testing.assert_allclose(label.affine, image.affine)
+    voxels = np.asarray(label.dataobj).transpose(2, 1, 0)  # (x, y, z) -> (z, y, x)
+    assert label.get_data_dtype() == np.uint8 and voxels[4, 3, 5] == 1 and 0 < voxels.sum() < voxels.size
+    series = client.save(tmp_path / "dicom", "ddpm3d-mask", 1, format="dicom", nodules=layout, steps=2,
+                         progress=False)[0]
+    slices = [pydicom.dcmread(p) for p in sorted(series.glob("*.dcm"))]
+    seg = hd.seg.segread(tmp_path / "dicom" / "000000_seg.dcm")
+    assert seg.Modality == "SEG" and seg.FrameOfReferenceUID == slices[0].FrameOfReferenceUID
+    referenced = {ref.ReferencedSOPInstanceUID for ref in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == {ds.SOPInstanceUID for ds in slices}
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == slices[0].SeriesInstanceUID
+    by_slice = {ds.SOPInstanceUID: ds for ds in slices}
+    marked = seg.get_pixels_by_source_instance(source_sop_instance_uids=list(by_slice), segment_numbers=[1])
+    np.testing.assert_array_equal(marked[..., 0].astype(np.uint8), voxels[[int(by_slice[uid].InstanceNumber) - 1
+                                                                            for uid in by_slice]])

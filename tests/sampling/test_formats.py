@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 
+import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -13,8 +14,8 @@ from PIL import Image
 
 from ctsynth.data.nifti import axial_volume
 from ctsynth.errors import InvalidArgument
-from ctsynth.sampling.formats import (OutputContext, check_format, encode, encode_mask, encode_slabs, grid_origin_mm,
-                                      hounsfield, output_context, size_bound)
+from ctsynth.sampling.formats import (MASK_PNG_VALUE, OutputContext, check_format, encode, encode_slabs, grid_origin_mm,
+                                      hounsfield, output_context, size_bound, slice_uid)
 from ctsynth.storage import open_store
 from tests.dicom_iod import ct_image_problems, dciodvfy_problems
 
@@ -113,7 +114,8 @@ def test_nifti_and_dicom_put_every_voxel_at_the_same_point():
 
 
 def test_mask_is_thresholded_uint8():
-    assert encode_mask(np.array([[0.2, 0.7, 0.5]])) == bytes([0, 1, 0])
+    image = np.zeros((1, 1, 3), np.float32)
+    assert encode("float16", image, CONTEXT_2D, np.array([[[0.2, 0.7, 0.5]]])).mask == bytes([0, 1, 0])
 
 
 @pytest.mark.parametrize("name, dims, channels", [
@@ -205,3 +207,139 @@ def test_size_bound_holds_for_slabs_and_a_long_model_name(name):
         assert len(slab.data) <= fixed + slab.shape[1] * per_slice
     png_fixed, png_per = size_bound("png16", SLICE.shape)
     assert len(encode("png16", SLICE, CONTEXT_2D).data) <= png_fixed + png_per
+
+
+# --- masks ---------------------------------------------------------------------------------
+
+MASK_VOLUME = RNG.random((1, 8, 16, 16), dtype=np.float32)  # tiny, as the slab tests' volumes
+MASK_MAP = (RNG.random((1, 8, 16, 16)) > 0.8).astype(np.float32) * 0.9  # a probability map: > 0.5 is nodule
+MASK = MASK_MAP[0] > 0.5
+ALL_FORMATS = ["float16", "hu_int16", "png8", "png16", "dicom", "nifti"]
+
+
+def _zip_datasets(data: bytes) -> list[pydicom.Dataset]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return [pydicom.dcmread(io.BytesIO(archive.read(name))) for name in sorted(archive.namelist())]
+
+
+def _check_seg(data: bytes, slices: list[pydicom.Dataset], mask: np.ndarray, tmp_path) -> None:
+    """A SEG of `mask` over exactly `slices`, in their Frame of Reference, valid and read back by highdicom."""
+    path = tmp_path / "seg.dcm"
+    path.write_bytes(data)
+    assert dciodvfy_problems(path) in (None, [])  # as every DICOM test here: checked where dicom3tools is installed
+    seg = hd.seg.segread(path)
+    uids = [ds.SOPInstanceUID for ds in slices]
+    (series,) = seg.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == slices[0].SeriesInstanceUID
+    assert [item.ReferencedSOPInstanceUID for item in series.ReferencedInstanceSequence] == uids
+    assert seg.FrameOfReferenceUID == slices[0].FrameOfReferenceUID
+    assert seg.StudyInstanceUID == slices[0].StudyInstanceUID
+    assert seg.PatientIdentityRemoved == "YES" and seg.SeriesInstanceUID != slices[0].SeriesInstanceUID
+    for ds, frame in zip(slices, mask, strict=True):
+        pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=[ds.SOPInstanceUID], segment_numbers=[1])
+        np.testing.assert_array_equal(pixels[0, ..., 0].astype(bool), frame)
+
+
+@pytest.mark.parametrize("name", ["float16", "hu_int16"])
+def test_raw_masks_are_uint8_zero_one_split_like_the_data(name):
+    whole = encode(name, MASK_VOLUME, CONTEXT_3D, MASK_MAP)
+    assert whole.mask == MASK.astype(np.uint8).tobytes()
+    slabs = list(encode_slabs(name, MASK_VOLUME, CONTEXT_3D, 3, MASK_MAP))
+    assert [len(s.mask) for _, s in slabs] == [3 * 256, 3 * 256, 2 * 256]
+    assert b"".join(s.mask for _, s in slabs) == whole.mask
+
+
+@pytest.mark.parametrize("name", ["png8", "png16"])
+def test_png_mask_is_an_8_bit_label_of_0_and_255(name):
+    encoded = encode(name, MASK_VOLUME[:, 0], CONTEXT_2D, MASK_MAP[:, 0])
+    label = Image.open(io.BytesIO(encoded.mask))
+    assert label.mode == "L" and label.size == (16, 16)
+    np.testing.assert_array_equal(np.asarray(label), np.where(MASK[0], MASK_PNG_VALUE, 0).astype(np.uint8))
+    assert MASK_PNG_VALUE == 255 and MASK[0].any()
+
+
+def test_nifti_mask_is_a_label_volume_on_the_image_grid():
+    encoded = encode("nifti", MASK_VOLUME, CONTEXT_3D, MASK_MAP)
+    image, label = nib.Nifti1Image.from_bytes(encoded.data), nib.Nifti1Image.from_bytes(encoded.mask)
+    assert label.shape == image.shape == (16, 16, 8) and label.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(label.affine, image.affine)
+    np.testing.assert_array_equal(label.get_qform(), image.get_qform())
+    np.testing.assert_array_equal(label.get_sform(), image.get_sform())
+    assert label.header.get_zooms() == image.header.get_zooms() and nib.aff2axcodes(label.affine) == ("L", "P", "S")
+    assert label.header.get_intent()[0] == "label" and label.header.get_xyzt_units()[0] == "mm"
+    voxels = np.asanyarray(label.dataobj)
+    assert voxels.dtype == np.uint8
+    np.testing.assert_array_equal(voxels.transpose(2, 1, 0), MASK.astype(np.uint8))
+
+
+def test_nifti_mask_slabs_joined_are_the_whole_mask_file():
+    whole = encode("nifti", MASK_VOLUME, CONTEXT_3D, MASK_MAP).mask
+    slabs = [s.mask for _, s in encode_slabs("nifti", MASK_VOLUME, CONTEXT_3D, 3, MASK_MAP)]
+    assert len(slabs) == 3 and b"".join(slabs) == whole and len(slabs[1]) == 3 * 256
+
+
+def test_dicom_slice_mask_is_a_seg_of_that_slice(tmp_path):
+    encoded = encode("dicom", MASK_VOLUME[:, 0], CONTEXT_2D, MASK_MAP[:, 0])
+    ct = pydicom.dcmread(io.BytesIO(encoded.data))
+    _check_seg(encoded.mask, [ct], MASK[:1], tmp_path)
+
+
+def test_dicom_volume_mask_is_one_seg_of_every_slice(tmp_path):
+    encoded = encode("dicom", MASK_VOLUME, CONTEXT_3D, MASK_MAP)
+    _check_seg(encoded.mask, _zip_datasets(encoded.data), MASK, tmp_path)
+
+
+def test_dicom_slabs_carry_the_whole_seg_in_the_last_slab(tmp_path):
+    slabs = list(encode_slabs("dicom", MASK_VOLUME, CONTEXT_3D, 3, MASK_MAP))
+    assert [z0 for z0, _ in slabs] == [0, 3, 6] and [bool(s.mask) for _, s in slabs] == [False, False, True]
+    slices = [ds for _, slab in slabs for ds in _zip_datasets(slab.data)]
+    assert len(slices) == 8 and len({ds.SOPInstanceUID for ds in slices}) == 8
+    assert [ds.SOPInstanceUID for ds in slices] == [slice_uid(slices[0].SeriesInstanceUID, k + 1) for k in range(8)]
+    _check_seg(slabs[-1][1].mask, slices, MASK, tmp_path)
+
+
+@pytest.mark.parametrize("name", ALL_FORMATS)
+def test_no_mask_no_mask_bytes(name):
+    item = MASK_VOLUME[:, 0] if name in ("png8", "png16") else MASK_VOLUME
+    context = CONTEXT_2D if item.ndim == 3 else CONTEXT_3D
+    assert encode(name, item, context).mask == b""
+    if item.ndim == 4:
+        assert all(s.mask == b"" for _, s in encode_slabs(name, item, context, 3))
+
+
+@pytest.mark.parametrize("name", ALL_FORMATS)
+@pytest.mark.parametrize("which", range(4))
+def test_a_mask_that_does_not_fit_the_item_names_the_mask(name, which):
+    item, context = (MASK_VOLUME[:, 0], CONTEXT_2D) if name in ("png8", "png16") else (MASK_VOLUME, CONTEXT_3D)
+    shapes = [(1, 16, 8), (2, 16, 16), (16, 16), (1, 1, 16, 16)] if item.ndim == 3 else \
+        [(1, 8, 16, 8), (2, 8, 16, 16), (8, 16, 16), (1, 7, 16, 16)]  # a plane or z off, 2 channels, no channel axis
+    bad = np.zeros(shapes[which], np.float32)
+    with pytest.raises(InvalidArgument) as raised:
+        encode(name, item, context, bad)
+    assert raised.value.field == "mask"
+    if item.ndim == 4:
+        with pytest.raises(InvalidArgument) as raised:
+            encode_slabs(name, item, context, 3, bad)  # refused at the call, before any slab
+        assert raised.value.field == "mask"
+
+
+@pytest.mark.filterwarnings("ignore:The value length")  # a 70-character description is too long for LO: known
+@pytest.mark.parametrize("name", ALL_FORMATS)
+def test_size_bound_with_masks_holds_for_slabs_and_a_long_model_name(name):
+    model = "m" * 64 + ":1234"
+    if name in ("png8", "png16"):
+        item, context = MASK_VOLUME[:, 0], OutputContext(model, 2, WINDOW)
+        fixed, per_slice = size_bound(name, item.shape, mask=True)
+        encoded = encode(name, item, context, MASK_MAP[:, 0])
+        assert len(encoded.data) + len(encoded.mask) <= fixed + per_slice
+        return
+    context = OutputContext(model, 3, WINDOW, (2.0, 0.5, 0.5))
+    fixed, per_slice = size_bound(name, MASK_VOLUME.shape, mask=True)
+    assert (fixed, per_slice) != size_bound(name, MASK_VOLUME.shape)
+    for slices in (3, 8):
+        for _, slab in encode_slabs(name, MASK_VOLUME, context, slices, MASK_MAP):
+            assert len(slab.data) + len(slab.mask) <= fixed + slab.shape[1] * per_slice
+    if name == "dicom":
+        fixed, per_slice = size_bound(name, SLICE.shape, mask=True)
+        encoded = encode(name, SLICE, OutputContext(model, 2, WINDOW), SLICE > 0.5)
+        assert len(encoded.data) + len(encoded.mask) <= fixed + per_slice

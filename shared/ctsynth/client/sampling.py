@@ -31,6 +31,7 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
+from ctsynth.conditioning.mask_input import decode_mask
 from ctsynth.errors import DataLoss, InvalidArgument
 from ctsynth.proto_enums import CONDITION, NODULE_UNITS, OUTPUT_FORMAT, SAMPLER_KIND
 from ctsynth.v1 import common_pb2, sampling_pb2, sampling_pb2_grpc
@@ -53,6 +54,7 @@ class Sample:
     array: np.ndarray | None
     mask: np.ndarray | None  # (1, *spatial) uint8 where the model makes masks or was conditioned on one
     nodules: list[dict] = dataclasses.field(default_factory=list)  # mask-conditioned models: the nodules asked for
+    mask_data: bytes = b""  # the mask as encoded in the item's format (for DICOM, a Segmentation object)
 
 
 def decode(format: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -69,9 +71,19 @@ def decode(format: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray | Non
 def _sample(item: sampling_pb2.SampleItem, model: str) -> Sample:
     shape = tuple(item.shape)
     format = OUTPUT_FORMAT.name(item.format)
-    mask = np.frombuffer(item.mask, dtype=np.uint8).reshape((1, *shape[1:])) if item.mask else None
     return Sample(item.index, item.seed, CONDITION.name(item.condition), model, format, item.data, shape,
-                  decode(format, item.data, shape), mask, [nodule_json(nodule) for nodule in item.nodules])
+                  decode(format, item.data, shape), decode_item_mask(format, item.mask, shape),
+                  [nodule_json(nodule) for nodule in item.nodules], item.mask)
+
+
+def decode_item_mask(format: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray | None:
+    """An item's mask as (1, *spatial) uint8 0/1: raw bytes, or the PNG or NIfTI
+    label the server encoded it as; None without a mask and for DICOM (a SEG file)."""
+    if not data or format == "dicom":
+        return None
+    if format in RAW_DTYPES:
+        return np.frombuffer(data, dtype=np.uint8).reshape((1, *shape[1:]))
+    return decode_mask(data).reshape((1, *shape[1:]))
 
 
 def nodule_json(nodule: sampling_pb2.Nodule) -> dict:
@@ -184,8 +196,12 @@ def _write(sample: Sample, folder: Path) -> str:
     else:
         name = stem + {"png8": ".png", "png16": ".png", "dicom": ".dcm", "nifti": ".nii"}[sample.format]
         (folder / name).write_bytes(sample.data)
-    if sample.mask is not None:
-        np.save(folder / f"{stem}_mask.npy", sample.mask)
+    if sample.mask_data:
+        suffix = {"png8": "_mask.png", "png16": "_mask.png", "nifti": "_mask.nii", "dicom": "_seg.dcm"}
+        if sample.format in suffix:
+            (folder / f"{stem}{suffix[sample.format]}").write_bytes(sample.mask_data)
+        else:
+            np.save(folder / f"{stem}_mask.npy", sample.mask)
     return name
 
 
@@ -224,7 +240,8 @@ class SamplingClient:
 
     def save(self, folder: str | Path, model: str, count: int, **options) -> list[Path]:
         """Write every sample into `folder` (one file, or one folder of slices
-        for a DICOM volume, per item; masks as <index>_mask.npy) and an
+        for a DICOM volume, per item; masks beside them in the same format:
+        <index>_mask.npy, _mask.png, _mask.nii, or _seg.dcm, a DICOM SEG) and an
         index, samples.json, of each item's seed and condition."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

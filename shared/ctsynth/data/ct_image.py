@@ -54,6 +54,15 @@ class SlicePlane:
 def ct_slice(header: CtSeriesHeader, plane: SlicePlane, stored: np.ndarray, *, instance_uid: str, number: int,
              intercept: float = 0.0) -> Dataset:
     """Slice `number` (1-based) of a series: signed 16-bit `stored` values, HU = stored + intercept."""
+    ds = ct_header(header, plane, stored.shape, instance_uid=instance_uid, number=number, intercept=intercept)
+    ds.PixelData = np.ascontiguousarray(stored, dtype="<i2").tobytes()
+    return ds
+
+
+def ct_header(header: CtSeriesHeader, plane: SlicePlane, shape: tuple[int, int], *, instance_uid: str, number: int,
+              intercept: float = 0.0) -> Dataset:
+    """`ct_slice`'s dataset for a (rows, columns) slice without its Pixel Data:
+    what objects derived from the slice (a segmentation) need to reference it."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
@@ -87,10 +96,9 @@ def ct_slice(header: CtSeriesHeader, plane: SlicePlane, stored: np.ndarray, *, i
 
     ds.KVP = ""  # no X-ray tube made these pixels
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = _ds(intercept), 1, "HU"
-    ds.Rows, ds.Columns = stored.shape
+    ds.Rows, ds.Columns = shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.PixelData = np.ascontiguousarray(stored, dtype="<i2").tobytes()
     return ds
 
 

@@ -34,8 +34,8 @@ from ctsynth.observability.prometheus import SAMPLING_DURATION, SAMPLING_FIRST_I
 from ctsynth.sampling.batcher import Batcher, item_bytes
 from ctsynth.sampling.cache import ModelCache
 from ctsynth.sampling.conditions import ItemConditions, NoduleRequest, item_conditions
-from ctsynth.sampling.formats import (Encoded, OutputContext, check_format, encode, encode_mask, encode_slabs,
-                                      output_context, size_bound)
+from ctsynth.sampling.formats import (Encoded, OutputContext, check_format, encode, encode_slabs, output_context,
+                                      size_bound)
 from ctsynth.sampling.limits import Limiter
 from ctsynth.sampling.seeds import either_label, item_seed
 from ctsynth.sampling.settings import SamplingSettings
@@ -94,7 +94,7 @@ class Item:
     seed: int
     label: int | None  # the condition it was sampled with
     encoded: Encoded
-    mask: bytes  # uint8 0/1: the mask the model made, or the one it was conditioned on; else empty
+    mask: bytes  # the mask the model made, or the one it was conditioned on, in the item's format; else empty
     z0: int = 0  # a slab's first slice
     depth: int = 0  # the slices of the volume a slab is part of; 0: the item is whole
     nodules: tuple[Nodule, ...] = ()  # mask-conditioned models: the nodules the item was asked for
@@ -172,8 +172,7 @@ class SamplingEngine:
         context = self._context(model)
         conditions = item_conditions(family, spec.nodules, context.spacing, spec.count, lambda: self._prior(model))
         shape = family.sample_shape()
-        fixed, per_slice = size_bound(spec.format, shape)
-        per_slice += math.prod(shape[-2:]) if family.sample_masks() or conditions is not None else 0
+        fixed, per_slice = size_bound(spec.format, shape, mask=family.sample_masks() or conditions is not None)
         budget = self.max_message_bytes - MESSAGE_ENVELOPE_BYTES
         depth = shape[1] if family.spatial_dims == 3 else 1
         slab = self._slab_slices(spec, model, (budget - fixed) // per_slice, depth)
@@ -253,20 +252,20 @@ class SamplingEngine:
                   seeds: list[int], labels: list[int] | None, conditioned: Conditioned | None) -> Iterator[list[Item]]:
         """The items of one forward pass's samples: all in one message, or each volume's slabs one per message."""
         channels = family.sample_shape()[0]
-        masks = samples[:, channels:] if conditioned is None else conditioned[0]
+        made = family.sample_masks() or conditioned is not None
+        masks = samples[:, channels:] if conditioned is None else conditioned[0]  # (n, 1, *spatial)
 
         def item(i: int, encoded: Encoded, z0: int = 0, depth: int = 0) -> Item:
-            mask = masks[i][:, z0:z0 + encoded.shape[1]] if depth else masks[i]
-            made = family.sample_masks() or conditioned is not None
-            return Item(start + i, seeds[i], None if labels is None else labels[i], encoded,
-                        encode_mask(mask) if made else b"", z0, depth,
+            return Item(start + i, seeds[i], None if labels is None else labels[i], encoded, encoded.mask, z0, depth,
                         () if conditioned is None else conditioned[1][i])
 
         if slab is None:
-            yield [item(i, encode(spec.format, sample[:channels], context)) for i, sample in enumerate(samples)]
+            yield [item(i, encode(spec.format, sample[:channels], context, mask=masks[i] if made else None))
+                   for i, sample in enumerate(samples)]
             return
         for i, sample in enumerate(samples):
-            for z0, encoded in encode_slabs(spec.format, sample[:channels], context, slab):
+            for z0, encoded in encode_slabs(spec.format, sample[:channels], context, slab,
+                                            mask=masks[i] if made else None):
                 yield [item(i, encoded, z0, sample.shape[1])]
 
     def _prior(self, model: LoadedModel) -> LayoutPrior | None:
