@@ -1,4 +1,4 @@
-"""The diffusion families (`vae`, `ldm`, `rflow`, `ddpm3d`) on tiny configs:
+"""The diffusion families (`vae`, `ldm`, `rflow`, `ddpm3d`, `controlnet`) on tiny configs:
 32^2 slices, 16^3 volumes (the latent ones on a 3D vae too), two U-Net
 levels, T = 8 training timesteps."""
 
@@ -45,12 +45,20 @@ TINY = {"vae": VAE_TINY,
                      "autoencoder_config": VQ_TINY, **UNET_TINY, **FLOW_TINY},
         "ddpm3d": {"image_size": 16, **UNET_TINY},
         "ddpm3d_mask": {"image_size": 16, **UNET_TINY, "mask_channel": True}}
+# ControlNets on a conditional 2D ldm (guided sampling doubles the masks) and on a 3D rflow: f = 4, so the
+# conditioning embedding halves the mask twice.
+CONTROLNET_TINY = {"conditioning_embedding_num_channels": [8, 8, 8], "learning_rate": 1e-3,
+                   "gradient_checkpointing": False}
+TINY["controlnet"] = {"image_size": 32, "base": "ldm:1", "base_family": "ldm",
+                      "base_config": {**TINY["ldm"], "conditional": True}, **CONTROLNET_TINY}
+TINY["controlnet_3d"] = {"spatial_dims": 3, "image_size": 16, "base": "rflow:2", "base_family": "rflow",
+                         "base_config": TINY["rflow_3d"], **CONTROLNET_TINY}
 DIFFUSION = ("ldm", "ldm_3d", "rflow", "rflow_3d", "rflow_vq", "ddpm3d")
 
 
 def family_of(case: str) -> str:
     """The family a TINY case builds ("ldm_3d" -> "ldm", "rflow_vq" on a vqvae -> "rflow", "ddpm3d_mask" with
-    the mask input channel -> "ddpm3d")."""
+    the mask input channel -> "ddpm3d", "controlnet_3d" on a 3D rflow -> "controlnet")."""
     return case.removesuffix("_3d").removesuffix("_vq").removesuffix("_mask")
 
 
@@ -96,7 +104,7 @@ def test_registry_resolves_the_diffusion_families():
                                                                                          DDPM3D]
     assert {case: make(case).spatial_dims for case in TINY} == {
         "vae": 2, "vae_3d": 3, "vqvae": 2, "vqvae_3d": 3, "ldm": 2, "ldm_3d": 3, "rflow": 2, "rflow_3d": 3,
-        "rflow_vq": 2, "ddpm3d": 3, "ddpm3d_mask": 3}
+        "rflow_vq": 2, "ddpm3d": 3, "ddpm3d_mask": 3, "controlnet": 2, "controlnet_3d": 3}
 
 
 @pytest.mark.parametrize("name, changes", [

@@ -153,15 +153,20 @@ class DiffusionConfig(DenoiserConfig):
         super().validate()
 
 
+def unet_layout(config: DenoiserConfig) -> dict[str, Any]:
+    """The U-Net's levels, attention and class embedding as MONAI keywords,
+    shared by `build_unet` and the ControlNet that copies its encoder."""
+    return dict(channels=config.unet_channels, attention_levels=config.attention_levels,
+                num_res_blocks=config.num_res_blocks, norm_num_groups=config.norm_num_groups,
+                num_head_channels=tuple(max(c // config.num_heads, 1) for c in config.unet_channels),
+                num_class_embeds=NULL_LABEL + 1 if config.conditional else None,
+                use_flash_attention=config.flash_attention)
+
+
 def build_unet(config: DenoiserConfig, spatial_dims: int, channels: int) -> DiffusionModelUNet:
     """The denoiser eps_theta: (N, channels [+ 1 mask], *spatial), t (N,)[, class (N,)] -> (N, channels, *spatial)."""
-    return DiffusionModelUNet(
-        spatial_dims=spatial_dims, in_channels=channels + int(config.mask_channel), out_channels=channels,
-        channels=config.unet_channels, attention_levels=config.attention_levels,
-        num_res_blocks=config.num_res_blocks, norm_num_groups=config.norm_num_groups,
-        num_head_channels=tuple(max(c // config.num_heads, 1) for c in config.unet_channels),
-        num_class_embeds=NULL_LABEL + 1 if config.conditional else None,
-        use_flash_attention=config.flash_attention)
+    return DiffusionModelUNet(spatial_dims=spatial_dims, in_channels=channels + int(config.mask_channel),
+                              out_channels=channels, **unet_layout(config))
 
 
 def enable_checkpointing(unet: nn.Module) -> None:

@@ -20,6 +20,7 @@ _FAMILIES = {
     "ldm": "ctsynth.models.ldm:LDM",
     "rflow": "ctsynth.models.rflow:RFlow",
     "ddpm3d": "ctsynth.models.ddpm3d:DDPM3D",
+    "controlnet": "ctsynth.models.controlnet:ControlNet",
 }
 
 
