@@ -60,8 +60,12 @@ def test_samples_in_every_format_parse(demo_run):
     samples = out / "samples"
     png8 = [np.asarray(Image.open(p)) for p in sorted((samples / "demo-dcgan").glob("*.png"))]
     assert len(png8) == 2 and png8[0].dtype == np.uint8 and png8[0].shape == (32, 32)
-    dicoms = [pydicom.dcmread(p) for p in sorted((samples / "demo-unet-gan").glob("*.dcm"))]
+    dicoms = [pydicom.dcmread(p) for p in sorted((samples / "demo-unet-gan").glob("[0-9]*[0-9].dcm"))]
     assert len(dicoms) == 2 and all(d.Modality == "CT" and "DERIVED" in d.ImageType for d in dicoms)
+    segs = [pydicom.dcmread(p) for p in sorted((samples / "demo-unet-gan").glob("*_seg.dcm"))]
+    assert [s.Modality for s in segs] == ["SEG", "SEG"]  # the generated masks, referencing their CT
+    assert [s.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID for s in segs] == [
+        d.SOPInstanceUID for d in dicoms]
     png16 = [np.asarray(Image.open(p)) for p in sorted((samples / "demo-vae").glob("*.png"))]
     assert len(png16) == 2 and png16[0].dtype in (np.uint16, np.int32)
     arrays = [np.load(p) for p in sorted((samples / "demo-ldm").glob("[0-9]*.npy")) if "mask" not in p.name]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from google.protobuf import json_format, struct_pb2
 
-from ctsynth.evaluation.plan import DEFAULT_METRICS, EvaluationPlan, ModelSource, plan_evaluation
+from ctsynth.errors import InvalidArgument
+from ctsynth.evaluation.plan import DEFAULT_METRICS, EvaluationPlan, ModelSource, _model_source, plan_evaluation
 from ctsynth.jobs.manager import job_id_for, normalize_request
+from ctsynth.registry import Registry
+from ctsynth.storage import open_store
 from tests.evaluation.conftest import tiny_settings
 
 
@@ -33,3 +37,11 @@ def test_defaults_follow_the_model_and_names_resolve_to_versions(store, store_ro
     stored = plan_evaluation({"synthetic_dataset": "tiny", "dataset": "tiny", "metrics": ["Variety", "variety"]},
                              store, settings, 100)
     assert (stored.synthetic_dataset, stored.spatial_dims, stored.metrics) == ("tiny:1", 2, ("variety",))
+
+
+def test_a_registered_segmenter_is_refused_as_the_model_to_evaluate(tmp_path):
+    store = open_store((tmp_path / "store").as_uri())
+    store.publish("models/ctseg2d-tiny-1/1", {"config.json": b'{"family": "segmenter"}',
+                                              "weights.safetensors": b""}, {})
+    with pytest.raises(InvalidArgument, match="ctseg2d-tiny-1:1 is a nodule segmenter, not a generative model"):
+        _model_source({"model": "ctseg2d-tiny-1", "count": 4}, Registry(store, "models", "model"), 100)

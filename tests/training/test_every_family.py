@@ -120,3 +120,44 @@ def test_diffusion_families_train_and_sample_with_every_sampler(stack, volumes):
         latent = load_model(store, f"{family}-3d" if volumes else family)
         assert latent.config["config"]["autoencoder"] == first_stage, "it records the VAE version it was trained on"
         assert latent.config["config"]["spatial_dims"] == latent.config["spatial_dims"] == (3 if volumes else 2)
+
+
+def submit(stub, family: str, name: str, hyper: dict, volumes: bool) -> common_pb2.Job:
+    values = struct_pb2.Struct()
+    values.update(hyper)
+    job = stub.SubmitTraining(training_pb2.SubmitTrainingRequest(
+        family=family, name=name, dataset="lidc", hyperparameters=values, budget=training_pb2.Budget(steps=2),
+        batch_size=1 if volumes else 4, checkpoint_interval=1, seed=1))
+    list(stub.WatchJob(common_pb2.WatchJobRequest(job_id=job.id), timeout=600))
+    final = stub.GetJob(common_pb2.GetJobRequest(job_id=job.id))
+    assert final.state == State.JOB_STATE_SUCCEEDED, f"{name}: {final.error.message}"
+    return final
+
+
+def test_mask_conditioned_families_train_on_the_ingested_reader_masks_and_sample_from_masks(stack):
+    """The 3D DDPM with the mask channel, the U-Net GAN from masks and a
+    ControlNet on a 2D rflow train on the phantom's reader-union masks and
+    then sample where a mask asks."""
+    stub, store = stack
+    chain = [("ddpm3d", "ddpm3d-mask", {**UNET_TINY, "mask_channel": True}, True),
+             ("unet_gan", "unet-gan-mask", {**HYPER["unet_gan"], "mask_input": True}, False),
+             ("vae", "vae-cn", HYPER["vae"], False),
+             ("rflow", "rflow-cn", {**UNET_TINY, **FLOW_TINY, "autoencoder": "vae-cn"}, False),
+             ("controlnet", "controlnet", {"base": "rflow-cn", "conditioning_embedding_num_channels": [8, 8, 8],
+                                           "learning_rate": 1e-2,
+                                           "gradient_checkpointing": False}, False)]
+    for family, name, hyper, volumes in chain:
+        final = submit(stub, family, name, hyper, volumes)
+        model = load_model(store, final.result)
+        if not model.family.mask_conditioned(model.family.config):
+            continue
+        assert model.config["mask_conditioned"]
+        spatial = model.family.sample_shape()[1:]
+        masks = torch.zeros(2, 1, *spatial)
+        masks[(0, 0) + tuple(slice(n // 4, n // 2) for n in spatial)] = 1
+        options = {"kind": "ddim", "steps": 3} if family == "ddpm3d" else None
+        first = model.family.sample(2, torch.Generator().manual_seed(3), masks=masks, sampler=options)
+        moved = model.family.sample(2, torch.Generator().manual_seed(3), masks=masks.roll(len(spatial) * 2, -1),
+                                    sampler=options)
+        assert first.shape == (2, 1, *spatial) and torch.isfinite(first).all()
+        assert not torch.equal(first[0], moved[0]), name

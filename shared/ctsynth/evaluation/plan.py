@@ -23,6 +23,7 @@ from ctsynth.evaluation.settings import EvaluationSettings
 from ctsynth.metrics.domain_extractor import FAMILY as EXTRACTOR_FAMILY
 from ctsynth.metrics.inception import HOW_TO as INCEPTION_HOW_TO
 from ctsynth.metrics.med3d import HOW_TO as MED3D_HOW_TO
+from ctsynth.metrics.segmentation import FAMILY as SEGMENTER_FAMILY
 from ctsynth.metrics.weights import local_weights
 from ctsynth.registry import Registry, parse_ref
 from ctsynth.sampling.engine import SampleSpec
@@ -39,6 +40,8 @@ DEFAULT_METRICS = {
 }
 ALTERNATIVES = {2: "fid-3d or fid-2.5d", 3: "fid, kid or pr"}
 MAX_REPEATS = 10
+# Networks evaluation trains for itself and registers as models; none can be sampled.
+NOT_GENERATIVE = {EXTRACTOR_FAMILY: "a feature extractor", SEGMENTER_FAMILY: "a nodule segmenter"}
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,9 @@ def _renamed(exc: InvalidArgument, prefix: str) -> InvalidArgument:
 def _model_source(values: Mapping[str, Any], models: Registry, max_count: int) -> tuple[ModelSource, int]:
     name, version = models.resolve(parse_ref(values.get("model", ""), "model.model"))
     config = models.store.get_json(f"{models.prefix(name, version)}/config.json")
-    if config.get("family") == EXTRACTOR_FAMILY:
-        raise InvalidArgument("model.model", f"{name}:{version} is a feature extractor, not a generative model")
+    if config.get("family") in NOT_GENERATIVE:
+        raise InvalidArgument("model.model", f"{name}:{version} is {NOT_GENERATIVE[config['family']]}, "
+                                             "not a generative model")
     source = ModelSource(model=f"{name}:{version}", count=int(values.get("count") or 0),
                          seed=int(values.get("seed") or 0), conditional=bool(config.get("conditional")),
                          condition=values.get("condition"), sampler=dict(values.get("sampler") or {}),

@@ -17,23 +17,17 @@ generative family (it cannot be sampled), so it is not registered as one.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 from torch import nn
 from torch.nn import functional as F
 
-from ctsynth import __version__
 from ctsynth.errors import InvalidArgument
 from ctsynth.metrics.networks import batched, conv_encoder, fit, seeded
-from ctsynth.models.checkpoint import read_model_files
-from ctsynth.registry import NAME_PATTERN, Registry
+from ctsynth.metrics.published import dataset_model_name, find_trained, publish_trained, read_trained
 from ctsynth.storage import ObjectStore
 
 FAMILY = "domain_extractor"
@@ -119,39 +113,19 @@ def extractor_name(dataset: str, version: str, variant: str) -> str:
     """The registry name of the extractor trained on demand for a dataset
     version; `variant` says on what: "2d" slices, "3d" volumes, "25d"
     slices of volumes in all three planes."""
-    name = f"ctfeat{variant}-{dataset}-{version}"
-    if NAME_PATTERN.match(name):
-        return name
-    return f"ctfeat{variant}-{hashlib.sha256(f'{dataset}:{version}'.encode()).hexdigest()[:16]}"
+    return dataset_model_name(f"ctfeat{variant}", dataset, version)
 
 
 def publish_domain_extractor(store: ObjectStore, name: str, model: DomainExtractor, config: DomainExtractorConfig,
                              dataset: str, history: list[dict[str, float]], job_id: str = "") -> str:
     """Publish a new version of `name`; returns "name:version"."""
-    models = Registry(store, "models", "model")
-    version = models.allocate(name)
-    state = {key: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items()}
-    description = {"family": FAMILY, "config": config.to_json(), "spatial_dims": config.spatial_dims,
-                   "dataset": dataset, "split": "train", "sample_shape": [], "conditional": False,
-                   "ctsynth_version": __version__}
-    last = history[-1] if history else {}
-    files = {"config.json": json.dumps(description, indent=2, sort_keys=True).encode(),
-             "weights.safetensors": save_tensors(state),
-             "metrics.json": json.dumps({"step": config.steps, "history": history}).encode()}
-    store.publish(models.prefix(name, version), files, {
-        "name": name, "version": version, "family": FAMILY, "job_id": job_id, "step": config.steps,
-        "dataset": dataset, "headline": {k: v for k, v in last.items() if k != "step"}})
-    return f"{name}:{version}"
+    return publish_trained(store, name, FAMILY, model, config.to_json(), config.spatial_dims, dataset, history,
+                           config.steps, job_id)
 
 
 def find_domain_extractor(store: ObjectStore, name: str, config: DomainExtractorConfig, dataset: str) -> str | None:
     """The newest version of `name` trained with `config` on `dataset`, if any."""
-    models = Registry(store, "models", "model")
-    for version in reversed(models.versions(name)):
-        description = store.get_json(f"{models.prefix(name, version)}/config.json")
-        if description.get("config") == config.to_json() and description.get("dataset") == dataset:
-            return f"{name}:{version}"
-    return None
+    return find_trained(store, name, config.to_json(), dataset)
 
 
 class DomainFeatures:
@@ -175,11 +149,9 @@ class DomainFeatures:
 def load_domain_extractor(store: ObjectStore, reference: str, device: torch.device,
                           field: str = "domain_extractor") -> DomainFeatures:
     """A published extractor, its files checked against the manifest."""
-    name, version, description, weights, weights_sha256 = read_model_files(store, reference, field)
-    if description.get("family") != FAMILY:
-        raise InvalidArgument(field, f"model {name}:{version} is a {description.get('family')} model, "
-                                     "not a domain feature extractor")
+    reference, description, weights, weights_sha256 = read_trained(store, reference, FAMILY,
+                                                                   "a domain feature extractor", field)
     config = DomainExtractorConfig.from_json(description["config"])
     model = DomainExtractor(config)
-    model.load_state_dict(load_tensors(weights))
-    return DomainFeatures(model, config, f"{name}:{version}", weights_sha256, device)
+    model.load_state_dict(weights)
+    return DomainFeatures(model, config, reference, weights_sha256, device)

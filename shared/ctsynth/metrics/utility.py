@@ -30,6 +30,8 @@ from ctsynth.metrics.checks import MetricError, check_count, check_same_shape
 from ctsynth.metrics.networks import TumorClassifier, batched, fit, seeded
 
 ARMS = ("real", "augmented", "extraction")
+SIGNIFICANCE = 0.05  # seed 002 marks p < 0.05
+MIN_WILCOXON_PAIRS = 6  # the fewest pairs whose smallest possible p (2^(1-n)) is below SIGNIFICANCE
 Labelled = tuple[np.ndarray, np.ndarray]  # (N, 1, *spatial) images, (N,) 0/1 labels
 
 
@@ -76,6 +78,28 @@ def paired_wilcoxon(treated: Sequence[float], baseline: Sequence[float]) -> floa
     if np.allclose(differences, 0):
         return 1.0
     return float(stats.wilcoxon(treated, baseline).pvalue)
+
+
+def min_wilcoxon_p(pairs: int) -> float:
+    """The smallest two-sided p-value the exact signed-rank test can give on
+    `pairs` pairs (every difference of one sign): 2^(1 - pairs)."""
+    return 2.0 ** (1 - pairs)
+
+
+def wilcoxon_when_meaningful(treated: Sequence[float], baseline: Sequence[float]) -> tuple[float | None, str]:
+    """`paired_wilcoxon`, or None and the reason when there are too few pairs
+    for any outcome to reach p < SIGNIFICANCE (fewer than MIN_WILCOXON_PAIRS)."""
+    pairs = len(treated)
+    if pairs < MIN_WILCOXON_PAIRS:
+        floor = f"its smallest possible two-sided p is {min_wilcoxon_p(pairs):.3g}" if pairs else "there are no pairs"
+        return None, (f"{pairs} repeat(s) are too few for the paired Wilcoxon test: on {pairs} pair(s) {floor}, "
+                      f"so it cannot reach p < {SIGNIFICANCE}; use at least {MIN_WILCOXON_PAIRS} repeats")
+    return paired_wilcoxon(treated, baseline), ""
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The training seed of repeat `repeat` of a utility test seeded `seed`."""
+    return seed * 1000 + repeat
 
 
 def _bce(model: TumorClassifier, frozen_encoder: bool = False):
@@ -126,7 +150,7 @@ def utility(train: Labelled, test: Labelled, synthetic: Sequence[Labelled], repe
     accuracy: dict[str, list[float]] = {arm: [] for arm in ARMS}
     auc: dict[str, list[float]] = {arm: [] for arm in ARMS}
     for repeat in range(repeats):
-        run_seed = seed * 1000 + repeat
+        run_seed = repeat_seed(seed, repeat)
         images, labels = synthetic[repeat % len(synthetic)]
         augmented = (np.concatenate([train[0], images]), np.concatenate([train[1], labels]))
         extraction = _train((images, labels), settings, run_seed, device)
