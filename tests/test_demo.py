@@ -78,6 +78,22 @@ def test_samples_in_every_format_parse(demo_run):
     assert json.loads((samples / "demo-ddpm3d" / "samples.json").read_text())
 
 
+def test_the_mask_conditioned_model_shows_nodules_where_asked(demo_run):
+    """Each ControlNet sample comes with the plausible layout it was asked
+    for (one nodule, its mask beside it), and the page draws them."""
+    _, out, report = demo_run
+    folder = out / "samples" / "demo-controlnet"
+    entries = json.loads((folder / "samples.json").read_text())["items"]
+    assert len(entries) == 2 and all(len(entry["nodules"]) == 1 for entry in entries)
+    for entry in entries:
+        mask = np.asarray(Image.open(folder / entry["file"].replace(".png", "_mask.png")))
+        assert mask.shape == (32, 32) and set(np.unique(mask)) == {0, 255}
+        row, col = (round(c) for c in entry["nodules"][0]["centre"])
+        assert mask[row, col] == 255
+    page = report.read_text()
+    assert "<h2>Nodules where asked</h2>" in page and 'class="asked"' in page
+
+
 INCEPTION = "no weights file is configured"  # FID, KID and PR need weights no test can download
 NO_LABELS = "needs tumor labels for the synthetic samples"  # unconditional models: no utility
 TOO_FEW = "features, got (1, "  # the tiny plan's test split holds one volume
@@ -94,6 +110,8 @@ EXPECTED = {
                    "memorization": COMPUTED, "utility": NO_LABELS, "efficiency": COMPUTED},
     "demo-ldm:1": {"fid": INCEPTION, "kid": INCEPTION, "pr": INCEPTION, "ct-fid": COMPUTED, "variety": COMPUTED,
                    "memorization": COMPUTED, "utility": COMPUTED, "efficiency": COMPUTED},
+    "demo-controlnet:1": {"fid": INCEPTION, "kid": INCEPTION, "pr": INCEPTION, "ct-fid": COMPUTED,
+                          "variety": COMPUTED, "memorization": COMPUTED, "utility": COMPUTED, "efficiency": COMPUTED},
     "demo-rflow-3d:1": {"ct-fid": TOO_FEW, "fid-2.5d": COMPUTED, "ms-ssim": COMPUTED, "variety": TOO_FEW,
                         "memorization": HELD_OUT, "efficiency": COMPUTED},
     "demo-ddpm3d:1": {"ct-fid": TOO_FEW, "fid-2.5d": COMPUTED, "ms-ssim": COMPUTED, "variety": TOO_FEW,

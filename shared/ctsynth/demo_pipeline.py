@@ -24,12 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from google.protobuf import json_format, struct_pb2
+from PIL import Image
 
 from ctsynth.client import SamplingClient, open_channel, resolve_target, service_health
 from ctsynth.client.jobs import follow
 from ctsynth.data.lidc import annotated_scans
 from ctsynth.data.phantom import write_phantoms
+from ctsynth.evaluation.figures import contours_png
 from ctsynth.proto_enums import SAMPLER_KIND
 from ctsynth.storage import ObjectStore
 from ctsynth.v1 import (
@@ -57,6 +60,7 @@ class ModelPlan:
     sampler: dict[str, Any] = field(default_factory=dict)  # diffusion sampler settings for sampling/evaluation
     eval_count: int = 0  # synthetic samples to evaluate; 0: the plan's
     evaluate: bool = True  # False for a first stage that only serves a latent model
+    nodule_count: int = 0  # mask-conditioned models: nodules per sample, in layouts drawn like the real ones
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,10 @@ def small_plan() -> DemoPlan:
         ModelPlan("demo-ldm", "ldm", 400, 16,
                   {"autoencoder": "demo-vae", "conditional": True, "learning_rate": 5e-4, "warmup_steps": 50,
                    **_unet((32, 64), (False, True))}, sampler=ddim),
+        # MAISI's recipe in 2D: a ControlNet on the frozen LDM, trained on the reader-union masks.
+        ModelPlan("demo-controlnet", "controlnet", 400, 16,
+                  {"base": "demo-ldm", "conditioning_embedding_num_channels": [16, 32, 64], "learning_rate": 5e-4,
+                   "gradient_checkpointing": False}, sampler=ddim, nodule_count=1),
         ModelPlan("demo-vae-3d", "vae", 175, 2, vae_3d, sample_format="nifti", evaluate=False),
         ModelPlan("demo-rflow-3d", "rflow", 250, 4,
                   {"autoencoder": "demo-vae-3d", "learning_rate": 5e-4, "warmup_steps": 50,
@@ -118,6 +126,9 @@ def tiny_plan() -> DemoPlan:
         ModelPlan("demo-vae", "vae", 2, 4, vae, sample_format="png16"),
         ModelPlan("demo-ldm", "ldm", 2, 4, {"autoencoder": "demo-vae", "conditional": True, **unet},
                   sample_format="float16", sampler=ddim),
+        ModelPlan("demo-controlnet", "controlnet", 2, 4, {"base": "demo-ldm", "conditioning_embedding_num_channels":
+                                                          [8, 8, 8], "gradient_checkpointing": False},
+                  sampler=ddim, nodule_count=1),
         ModelPlan("demo-vae-3d", "vae", 2, 1, {**vae, "spatial_dims": 3}, sample_format="hu", evaluate=False),
         ModelPlan("demo-rflow-3d", "rflow", 2, 1, {**unet, "autoencoder": "demo-vae-3d", "sampler_kind": "rflow"},
                   sample_format="nifti", sampler={"kind": "rflow", "steps": 4}),
@@ -200,7 +211,8 @@ class Demo:
         folder = self.out / "samples" / model.name
         SamplingClient(self.channels["sampling"]).save(
             folder, reference, self.plan.sample_count, seed=self.plan.seed, format=model.sample_format,
-            sampler=model.sampler.get("kind"), steps=model.sampler.get("steps", 0), progress=True)
+            sampler=model.sampler.get("kind"), steps=model.sampler.get("steps", 0),
+            nodule_count=model.nodule_count, progress=True)
         return folder
 
     def evaluate(self, model: ModelPlan, reference: str) -> evaluation_pb2.Report:
@@ -275,14 +287,23 @@ def _cell(metrics: dict[str, dict], name: str, detail: str | None) -> str:
     return f"<td>{value:.4g}{f' &plusmn; {std:.2g}' if std else ''}</td>"
 
 
-def _inline_png(data: bytes) -> str:
-    return f'<img class="tiles" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+def _inline_png(data: bytes, kind: str = "tiles") -> str:
+    return f'<img class="{kind}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def nodules_where_asked(folder: Path, count: int = 8) -> bytes:
+    """The first `count` samples a client saved (NNNNNN.png beside NNNNNN_mask.png) with their mask contours."""
+    pairs = [(path, path.with_name(f"{path.stem}_mask.png")) for path in sorted(folder.glob("[0-9]*[0-9].png"))]
+    pairs = [(image, mask) for image, mask in pairs if mask.exists()][:count]
+    images = np.stack([np.asarray(Image.open(image), np.float32) / 255 for image, _ in pairs])
+    masks = np.stack([np.asarray(Image.open(mask)) > 0 for _, mask in pairs])
+    return contours_png(images, masks)
 
 
 def write_comparison(store: ObjectStore, folder: Path, dataset: str, results: list, seconds: float) -> Path:
     """index.html + comparison.json: one row per model, grids and curves."""
     folder.mkdir(parents=True, exist_ok=True)
-    summary, rows, figures = {"dataset": dataset, "seconds": round(seconds, 1), "models": {}}, [], []
+    summary, rows, figures, asked = {"dataset": dataset, "seconds": round(seconds, 1), "models": {}}, [], [], []
     for model, reference, samples, report in results:
         metrics = {m.name: json_format.MessageToDict(m, preserving_proto_field_name=True) for m in report.metrics}
         summary["models"][reference] = {"family": model.family, "report": report.html.uri, "samples": str(samples),
@@ -299,15 +320,21 @@ def write_comparison(store: ObjectStore, folder: Path, dataset: str, results: li
             key = f"reports/{report.id}/training_curves.png"
             curve = f'<img src="data:image/png;base64,{base64.b64encode(store.get_bytes(key)).decode()}">'
         figures.append(f"<figure><figcaption>{html.escape(reference)}</figcaption>{tiles}{curve}</figure>")
+        if model.nodule_count:
+            asked.append(f"<figure><figcaption>{html.escape(reference)}</figcaption>"
+                         f"{_inline_png(nodules_where_asked(Path(samples)), 'asked')}</figure>")
     groups = "".join(f"<th>{group}<br><small>{label}</small></th>" for group, _, label, _ in COLUMNS)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ctsynth demo</title><style>
 body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #bbb;padding:.3em .6em}}
 th{{background:#eee}}.failed{{color:#a00}}figure{{display:inline-block;margin:1em}}img.tiles{{width:16em;image-rendering:pixelated}}
-figure img{{max-width:28em;display:block}}</style></head><body>
+figure img{{max-width:28em;display:block}}figure img.asked{{max-width:48em}}</style></head><body>
 <h1>ctsynth demo: synthetic CT from phantom LIDC-IDRI studies</h1>
 <p>Dataset {html.escape(dataset)}; every model evaluated against the held-out test split. Took {seconds / 60:.1f} min.
 Fidelity is not utility (seed 002): read the columns together.</p>
 <table><tr><th>model</th>{groups}<th></th></tr>{''.join(rows)}</table>
+<h2>Nodules where asked</h2><p>Mask-conditioned models, sampled with one nodule per image in a layout drawn
+from the real annotations (position inside the lungs, LIDC size); the requested mask's contour in red.</p>
+{''.join(asked) or '<p>none in this plan</p>'}
 <h2>Samples (4x4 grid at the last checkpoint) and training curves</h2>{''.join(figures)}
 </body></html>"""
     (folder / "index.html").write_text(page)

@@ -88,3 +88,18 @@ def utility_png(result: UtilityResult) -> bytes:
     axes.set_ylabel("test accuracy")
     axes.set_title(f"utility (p: augmentation {result.p_augmentation:.3g}, extraction {result.p_extraction:.3g})")
     return _png(figure)
+
+
+def contours_png(images: np.ndarray, masks: np.ndarray, columns: int = 4) -> bytes:
+    """"Nodules where asked": each generated image (N, H, W) in [0, 1] with
+    the contour of the mask it was asked for (N, H, W) drawn over it."""
+    rows = -(-len(images) // columns)
+    figure = Figure(figsize=(2.2 * columns, 2.2 * rows))
+    for index, (image, mask) in enumerate(zip(images, masks)):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        axes.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        if mask.any():
+            axes.contour(mask.astype(float), levels=[0.5], colors="red", linewidths=1.0)
+        axes.set_axis_off()
+    figure.suptitle("nodules where asked: the requested mask's contour (red) over the generated image")
+    return _png(figure)
